@@ -1,0 +1,1 @@
+"""The txrisk stream scorer: consume -> decode -> score + explain -> publish -> commit."""

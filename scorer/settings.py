@@ -1,0 +1,77 @@
+"""Scorer settings: environment variables, overridden by command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from txrisk.errors import UserError
+
+
+class ScorerSettings(BaseSettings):
+    """Every knob of the scorer; the environment variable is in each description."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TXRISK_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    bootstrap_servers: str = Field(
+        default="localhost:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"),
+        description="KAFKA_BOOTSTRAP_SERVERS: host:port[,host:port]",
+    )
+    model_dir: Path = Field(
+        default=Path("models"), description="TXRISK_MODEL_DIR: the model registry"
+    )
+    model_version: str | None = Field(
+        default=None,
+        description="TXRISK_MODEL_VERSION: serve this version instead of the newest",
+    )
+    input_topic: str = Field(default="transactions", min_length=1)
+    output_topic: str = Field(default="risk-scores", min_length=1)
+    dead_letter_topic: str = Field(default="transactions-dlq", min_length=1)
+    control_topic: str = Field(default="model-control", min_length=1)
+    group_id: str = Field(default="txrisk-scorer", min_length=1)
+    # 500 events amortise the per-batch cost of the pipeline and the producer
+    # round trip while one batch still scores in a few tens of milliseconds.
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    # How long a poll waits for a batch to fill: the latency added when traffic
+    # is light.
+    batch_wait_ms: int = Field(default=20, ge=0, le=60_000)
+    top_features: int = Field(default=3, ge=0, le=50)
+    # A batch that scores longer than this makes the broker think the member
+    # died; five minutes is far above any batch we size.
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # Idempotent producers need InitProducerId, which the embedded broker lacks;
+    # turn on for Apache Kafka.
+    kafka_idempotence: bool = False
+    allow_sklearn_mismatch: bool = False
+    client_id: str = "txrisk-scorer"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> ScorerSettings:
+        """Settings from the environment, with non-None `overrides` from flags."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"])
+            raise UserError(
+                f"setting {name} (flag --{name.replace('_', '-')} or "
+                f"{_env_name(name)}): {first['msg']}, got {first.get('input')!r}"
+            ) from exc
+
+    def public(self) -> dict[str, Any]:
+        """The settings as logged at startup (nothing secret is held here)."""
+        return {key: str(value) for key, value in self.model_dump().items()}
+
+
+def _env_name(field: str) -> str:
+    if field == "bootstrap_servers":
+        return "KAFKA_BOOTSTRAP_SERVERS"
+    return f"TXRISK_{field.upper()}"

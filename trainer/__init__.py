@@ -1,0 +1,1 @@
+"""The txrisk trainer: data, model selection, tuning, evaluation and bundles."""
