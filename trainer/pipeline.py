@@ -16,6 +16,9 @@ from txrisk.spec import FeatureSpec
 # "infrequent" column: the long tail of countries and tokens would otherwise
 # add hundreds of near-empty columns that only overfit.
 MIN_CATEGORY_SHARE = 0.001
+# At most this many columns per categorical field (the rest pooled likewise):
+# it bounds the width the trees, and the explainer, work through.
+MAX_CATEGORIES = 16
 
 
 def default_classifier(seed: int = 0) -> HistGradientBoostingClassifier:
@@ -62,6 +65,7 @@ def build_pipeline(spec: FeatureSpec, classifier: Any | None = None) -> Pipeline
                     OneHotEncoder(
                         handle_unknown="infrequent_if_exist",
                         min_frequency=MIN_CATEGORY_SHARE,
+                        max_categories=MAX_CATEGORIES,
                         sparse_output=False,
                     ),
                 ),
