@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+from threadpoolctl import threadpool_limits
 
 from scorer.models import ModelManager
 from scorer.service import ScorerService
@@ -34,6 +35,7 @@ SETTING_FLAGS = (
     "batch_size",
     "batch_wait_ms",
     "top_features",
+    "scoring_threads",
 )
 
 
@@ -154,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logger.info("scorer starting settings=%s", settings.public())
 
+    threadpool_limits(settings.scoring_threads)
     models = ModelManager(
         settings.model_dir, allow_sklearn_mismatch=settings.allow_sklearn_mismatch
     )

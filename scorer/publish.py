@@ -12,6 +12,18 @@ from txrisk.contracts import DeadLetter, RiskResult
 
 logger = logging.getLogger(__name__)
 
+# (key, value) as they go on the wire.
+Encoded = tuple[bytes | None, bytes]
+
+
+def encode_result(result: RiskResult) -> Encoded:
+    return result.tx_id.encode(), result.model_dump_json().encode()
+
+
+def encode_dead_letter(letter: DeadLetter) -> Encoded:
+    key = letter.key.encode() if letter.key is not None else None
+    return key, letter.model_dump_json().encode()
+
 
 class Publisher:
     """Sends a batch's output and resolves only once every message is acknowledged."""
@@ -24,7 +36,7 @@ class Publisher:
         self._dead_letter_topic = dead_letter_topic
 
     async def publish(
-        self, results: Sequence[RiskResult], dead_letters: Sequence[DeadLetter]
+        self, results: Sequence[Encoded], dead_letters: Sequence[Encoded]
     ) -> None:
         """Queue everything, then wait for all acknowledgements together.
 
@@ -32,23 +44,11 @@ class Publisher:
         own batches; a failed send raises here, before any offset is committed.
         """
         pending = []
-
-        for result in results:
-            pending.append(
-                await self._producer.send(
-                    self._output_topic,
-                    value=result.model_dump_json().encode(),
-                    key=result.tx_id.encode(),
-                )
-            )
-
-        for letter in dead_letters:
-            pending.append(
-                await self._producer.send(
-                    self._dead_letter_topic,
-                    value=letter.model_dump_json().encode(),
-                    key=letter.key.encode() if letter.key is not None else None,
-                )
-            )
+        for topic, messages in (
+            (self._output_topic, results),
+            (self._dead_letter_topic, dead_letters),
+        ):
+            for key, value in messages:
+                pending.append(await self._producer.send(topic, value=value, key=key))
 
         await asyncio.gather(*pending)

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import numpy as np
-
 from txrisk.bundle import ModelBundle
 from txrisk.contracts import RiskResult, TopFeature, TransactionEvent
 from txrisk.explain import top_features
@@ -48,7 +46,7 @@ def score_batch(
         results.append(
             RiskResult(
                 tx_id=row["tx_id"],
-                fraud_probability=float(np.clip(probability, 0.0, 1.0)),
+                fraud_probability=min(max(float(probability), 0.0), 1.0),
                 is_flagged=bool(probability >= threshold),
                 threshold=threshold,
                 model_version=bundle.version,

@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from scorer.decode import decode
 from scorer.models import ModelManager
-from scorer.publish import Publisher
+from scorer.publish import Encoded, Publisher, encode_dead_letter, encode_result
 from scorer.score import score_batch
 from scorer.settings import ScorerSettings
 from txrisk.bundle import ModelBundle
@@ -56,8 +56,12 @@ class Counts:
 
 @dataclass(frozen=True)
 class BatchOutput:
+    """A scored batch, already encoded so the event loop only sends bytes."""
+
     results: list[RiskResult]
     dead_letters: list[DeadLetter]
+    encoded_results: list[Encoded]
+    encoded_dead_letters: list[Encoded]
 
 
 class ScorerService:
@@ -167,7 +171,7 @@ class ScorerService:
                 self._executor, _decode_and_score, bundle, records, self.settings.top_features
             )
 
-            await self._publisher.publish(output.results, output.dead_letters)
+            await self._publisher.publish(output.encoded_results, output.encoded_dead_letters)
 
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             await self._commit(offsets)
@@ -266,7 +270,12 @@ def _decode_and_score(
             events.append(decoded)
 
     results = score_batch(bundle, events, top_k, datetime.now(UTC))
-    return BatchOutput(results=results, dead_letters=dead_letters)
+    return BatchOutput(
+        results=results,
+        dead_letters=dead_letters,
+        encoded_results=[encode_result(result) for result in results],
+        encoded_dead_letters=[encode_dead_letter(letter) for letter in dead_letters],
+    )
 
 
 class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]

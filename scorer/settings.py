@@ -42,6 +42,11 @@ class ScorerSettings(BaseSettings):
     # is light.
     batch_wait_ms: int = Field(default=20, ge=0, le=60_000)
     top_features: int = Field(default=3, ge=0, le=50)
+    # Threads for the model's native code (OpenMP, BLAS). One by default: a
+    # batch is too small to gain from more, and a second OpenMP thread spinning
+    # beside another scorer process on the same cores slows both several-fold.
+    # Scale out with processes in the consumer group instead.
+    scoring_threads: int = Field(default=1, ge=1, le=256)
     # A batch that scores longer than this makes the broker think the member
     # died; five minutes is far above any batch we size.
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
