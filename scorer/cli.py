@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-from threadpoolctl import threadpool_limits
 
 from scorer.models import ModelManager
 from scorer.service import ScorerService
@@ -156,7 +155,6 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logger.info("scorer starting settings=%s", settings.public())
 
-    threadpool_limits(settings.scoring_threads)
     models = ModelManager(
         settings.model_dir, allow_sklearn_mismatch=settings.allow_sklearn_mismatch
     )

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from threadpoolctl import threadpool_limits
 
 from scorer.decode import decode
 from scorer.models import ModelManager
@@ -73,7 +74,14 @@ class ScorerService:
         self.counts = Counts()
         # One worker: batches are scored in order, and the event loop (with the
         # consumer's heartbeats) never waits on the CPU-bound stage.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        # OpenMP thread limits are per calling thread, so they are set inside
+        # the worker itself.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="score",
+            initializer=threadpool_limits,
+            initargs=(settings.scoring_threads,),
+        )
         # Held while a batch is between decode and commit; a rebalance waits
         # for it so a revoked partition's batch is committed by its owner.
         self._cycle = asyncio.Lock()
