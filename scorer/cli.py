@@ -232,7 +232,7 @@ def _replay(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     messages = mix(
         file_messages(args.data, spec, args.count),
-        malformed_messages(args.seed),
+        malformed_messages(spec, args.seed),
         args.bad_share,
         args.seed,
     )

@@ -124,6 +124,8 @@ def _prepare_data(options: DemoOptions) -> tuple[Path, Path]:
     replay_file = options.workdir / "ethereum-replay.csv.gz"
     if not train_file.exists() or not replay_file.exists():
         frame = pd.read_csv(REPO_DATA / "ethereum" / "transactions.csv.gz")
+        # Ids from the row in the whole file, so replayed ids stay unique.
+        frame.insert(0, "tx_id", [f"eth-{row}" for row in range(len(frame))])
         cut = int(len(frame) * 0.8)
         frame.iloc[:cut].to_csv(train_file, index=False)
         frame.iloc[cut:].to_csv(replay_file, index=False)
@@ -170,7 +172,7 @@ async def _replay_and_watch(
     spec = load_spec(spec_name)
     messages = mix(
         file_messages(replay_file, spec, options.events),
-        malformed_messages(seed=3),
+        malformed_messages(spec, seed=3),
         options.bad_share,
         seed=3,
     )

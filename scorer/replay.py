@@ -44,19 +44,26 @@ def file_messages(path: Path, spec: FeatureSpec, count: int | None) -> Iterator[
             yield Message(key=event["tx_id"].encode(), value=orjson.dumps(event))
 
 
-def malformed_messages(seed: int) -> Iterator[Message]:
+def malformed_messages(spec: FeatureSpec, seed: int) -> Iterator[Message]:
     """An endless mix of every kind of message the scorer must dead-letter."""
     rng = random.Random(seed)
+    number = next(iter(spec.numeric), None)
     samples = [
-        Message(b"bad-json", b'{"tx_id": "bad-json", "amount_usd": '),
-        Message(b"bad-utf8", b'{"tx_id": "bad-utf8", "chain": "\xff\xfe"}'),
+        Message(b"bad-json", b'{"tx_id": "bad-json", "amount": '),
+        Message(b"bad-utf8", b'{"tx_id": "bad-utf8", "note": "\xff\xfe"}'),
         Message(None, b'["not", "an", "object"]'),
-        Message(None, b'{"amount_usd": 10.0}'),
-        Message(b"negative", b'{"tx_id": "negative", "amount_usd": -5}'),
-        Message(b"nan", b'{"tx_id": "nan", "amount_usd": NaN}'),
-        Message(b"boolean", b'{"tx_id": "boolean", "tx_count_24h": true}'),
+        Message(None, b'{"note": "no id"}'),
+        Message(b"nan", b'{"tx_id": "nan", "amount": NaN}'),
         Message(b"empty", b""),
+        Message(b"empty-id", b'{"tx_id": ""}'),
     ]
+    if number is not None:
+        field = number.encode()
+        samples += [
+            Message(b"negative", b'{"tx_id": "negative", "' + field + b'": -5}'),
+            Message(b"boolean", b'{"tx_id": "boolean", "' + field + b'": true}'),
+            Message(b"text", b'{"tx_id": "text", "' + field + b'": "lots"}'),
+        ]
     counter = 0
     while True:
         counter += 1

@@ -34,8 +34,10 @@ def load_dataset(path: Path, spec: FeatureSpec) -> Dataset:
     """Load and check a file against `spec`; every mismatch is one `DataError`."""
     raw = _read_table(path)
 
+    # A spec with an id prefix names rows itself unless the file has ids.
+    named_rows = spec.id_prefix is not None and spec.id_field not in raw.columns
     expected = [spec.label_field, *spec.columns]
-    if spec.id_prefix is None:
+    if not named_rows:
         expected.append(spec.id_field)
     if spec.timestamp_field:
         expected.append(spec.timestamp_field)
@@ -55,10 +57,10 @@ def load_dataset(path: Path, spec: FeatureSpec) -> Dataset:
         raise DataError(f"{path}: a numeric column holds text ({exc})") from exc
     _check_ranges(path, spec, X)
 
-    if spec.id_prefix is None:
-        ids = raw[spec.id_field].astype(str)
-    else:
+    if named_rows:
         ids = pd.Series([f"{spec.id_prefix}{i}" for i in range(len(raw))], index=raw.index)
+    else:
+        ids = raw[spec.id_field].astype(str)
 
     timestamps = None
     if spec.timestamp_field:
