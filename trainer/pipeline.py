@@ -80,6 +80,6 @@ def build_pipeline(spec: FeatureSpec, classifier: Any | None = None) -> Pipeline
         transformers.append((f"categorical_{index}", categorical, [name]))
 
     prepare = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline(
-        [("prepare", prepare), ("classify", classifier or default_classifier())]
-    )
+    # `is None`, not `or`: an unfitted ensemble has no length and cannot be truthy.
+    classify = default_classifier() if classifier is None else classifier
+    return Pipeline([("prepare", prepare), ("classify", classify)])
