@@ -7,15 +7,20 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from scorer import metrics
+from scorer.control import ControlListener
+from scorer.http import HttpServer
 from scorer.models import ModelManager
 from scorer.service import ScorerService
 from scorer.settings import ScorerSettings
 from txrisk.broker import TopicPlan, create_topics_sync
+from txrisk.bundle import signing_key
 from txrisk.cli import Parser, fraction, main_entry, non_negative_int, positive_int
 from txrisk.contracts import ControlMessage, DeadLetter, RiskResult, event_model
 from txrisk.spec import BUILTIN_SPECS, load_spec
@@ -30,11 +35,14 @@ SETTING_FLAGS = (
     "output_topic",
     "dead_letter_topic",
     "control_topic",
+    "shadow_topic",
     "group_id",
     "batch_size",
     "batch_wait_ms",
     "top_features",
     "scoring_threads",
+    "http_port",
+    "http_host",
 )
 
 
@@ -84,8 +92,14 @@ def build_parser() -> Parser:
     )
     _add_setting_flags(
         topics,
-        ("bootstrap_servers", "input_topic", "output_topic", "dead_letter_topic",
-         "control_topic"),
+        (
+            "bootstrap_servers",
+            "input_topic",
+            "output_topic",
+            "dead_letter_topic",
+            "control_topic",
+            "shadow_topic",
+        ),
     )
     topics.add_argument(
         "--partitions", type=positive_int, default=4, help="partitions per data topic"
@@ -154,28 +168,52 @@ def build_parser() -> Parser:
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logger.info("scorer starting settings=%s", settings.public())
+    return asyncio.run(_serve(settings))
 
+
+async def _serve(settings: ScorerSettings) -> int:
+    """Start up, then score and follow announcements until SIGTERM or Ctrl-C.
+
+    1. read the control topic's history
+    2. load the model it last activated (else the registry's newest)
+    3. join the consumer group
+    4. run the batch cycle and the control listener side by side
+    """
+    # Claimed first so a taken port fails before any Kafka connection.
+    http = HttpServer.bind(settings.http_host, settings.http_port)
+    key = signing_key()
     models = ModelManager(
-        settings.model_dir, allow_sklearn_mismatch=settings.allow_sklearn_mismatch
+        settings.model_dir, allow_sklearn_mismatch=settings.allow_sklearn_mismatch, key=key
     )
-    models.load_initial(settings.model_version)
+    if key is not None:
+        logger.info("model signatures required (TXRISK_MODEL_KEY is set)")
+    listener = ControlListener(settings.bootstrap_servers, settings.control_topic, models)
 
-    return asyncio.run(_serve(settings, models))
-
-
-async def _serve(settings: ScorerSettings, models: ModelManager) -> int:
-    service = ScorerService(settings, models)
-    await service.start()
+    history = await listener.start()
+    try:
+        models.load_initial(settings.model_version, history)
+        metrics.set_active_model(models.active.version, models.active.metadata)
+        service = ScorerService(settings, models)
+        await service.start()
+    except BaseException:
+        await listener.close()
+        models.close()
+        raise
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    await http.start(models, service, stop)
 
     try:
-        await service.run(stop)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_until_done(service.run(stop), stop))
+            tasks.create_task(_until_done(listener.run(stop), stop))
     finally:
+        await listener.close()
         await service.close()
+        models.close()
         c = service.counts
         logger.info(
             "scorer stopped consumed=%d scored=%d flagged=%d dead_letters=%d batches=%d",
@@ -185,7 +223,16 @@ async def _serve(settings: ScorerSettings, models: ModelManager) -> int:
             c.dead_letters,
             c.batches,
         )
+        await http.close()
     return 0
+
+
+async def _until_done(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run `work`; whichever way it ends, ask the other tasks to stop too."""
+    try:
+        await work
+    finally:
+        stop.set()
 
 
 def topic_plans(settings: ScorerSettings, partitions: int) -> list[TopicPlan]:
@@ -195,6 +242,7 @@ def topic_plans(settings: ScorerSettings, partitions: int) -> list[TopicPlan]:
         TopicPlan(settings.output_topic, partitions),
         TopicPlan(settings.dead_letter_topic, partitions),
         TopicPlan(settings.control_topic, 1, {"cleanup.policy": "compact"}),
+        *([TopicPlan(settings.shadow_topic, partitions)] if settings.shadow_topic else []),
     ]
 
 

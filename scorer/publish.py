@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from txrisk.contracts import DeadLetter, RiskResult
+from txrisk.contracts import DeadLetter, RiskResult, ShadowScore
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,10 @@ def encode_result(result: RiskResult) -> Encoded:
     return result.tx_id.encode(), result.model_dump_json().encode()
 
 
+def encode_shadow(score: ShadowScore) -> Encoded:
+    return score.tx_id.encode(), score.model_dump_json().encode()
+
+
 def encode_dead_letter(letter: DeadLetter) -> Encoded:
     key = letter.key.encode() if letter.key is not None else None
     return key, letter.model_dump_json().encode()
@@ -29,14 +33,22 @@ class Publisher:
     """Sends a batch's output and resolves only once every message is acknowledged."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, output_topic: str, dead_letter_topic: str
+        self,
+        producer: AIOKafkaProducer,
+        output_topic: str,
+        dead_letter_topic: str,
+        shadow_topic: str | None = None,
     ) -> None:
         self._producer = producer
         self._output_topic = output_topic
         self._dead_letter_topic = dead_letter_topic
+        self._shadow_topic = shadow_topic
 
     async def publish(
-        self, results: Sequence[Encoded], dead_letters: Sequence[Encoded]
+        self,
+        results: Sequence[Encoded],
+        dead_letters: Sequence[Encoded],
+        shadow: Sequence[Encoded] = (),
     ) -> None:
         """Queue everything, then wait for all acknowledgements together.
 
@@ -44,10 +56,10 @@ class Publisher:
         own batches; a failed send raises here, before any offset is committed.
         """
         pending = []
-        for topic, messages in (
-            (self._output_topic, results),
-            (self._dead_letter_topic, dead_letters),
-        ):
+        batches = [(self._output_topic, results), (self._dead_letter_topic, dead_letters)]
+        if self._shadow_topic:
+            batches.append((self._shadow_topic, shadow))
+        for topic, messages in batches:
             for key, value in messages:
                 pending.append(await self._producer.send(topic, value=value, key=key))
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from scorer.metrics import EXPLANATION
 from txrisk.bundle import ModelBundle
-from txrisk.contracts import RiskResult, TopFeature, TransactionEvent
+from txrisk.contracts import RiskResult, ShadowScore, TopFeature, TransactionEvent
 from txrisk.explain import top_features
 from txrisk.frame import to_frame
 
@@ -36,7 +37,8 @@ def score_batch(
     probabilities = bundle.pipeline[-1].predict_proba(prepared)[:, 1]
 
     if top_k > 0:
-        ranked = top_features(bundle.explainer.explain(prepared), fields, top_k)
+        with EXPLANATION.time():
+            ranked = top_features(bundle.explainer.explain(prepared), fields, top_k)
     else:
         ranked = [[] for _ in events]
 
@@ -59,3 +61,27 @@ def score_batch(
             )
         )
     return results
+
+
+def shadow_scores(
+    shadow: ModelBundle, results: Sequence[RiskResult], events: Sequence[TransactionEvent]
+) -> list[ShadowScore]:
+    """The candidate's probabilities for events the serving model just scored."""
+    if not events:
+        return []
+    rows = [event.__dict__ for event in events]
+    probabilities = shadow.pipeline.predict_proba(to_frame(shadow.spec, rows))[:, 1]
+    threshold = shadow.metadata.threshold
+
+    return [
+        ShadowScore(
+            tx_id=result.tx_id,
+            model_version=shadow.version,
+            fraud_probability=min(max(float(probability), 0.0), 1.0),
+            is_flagged=bool(probability >= threshold),
+            active_version=result.model_version,
+            active_probability=result.fraud_probability,
+            scored_at=result.scored_at,
+        )
+        for result, probability in zip(results, probabilities, strict=True)
+    ]

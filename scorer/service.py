@@ -11,28 +11,45 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from threadpoolctl import threadpool_limits
 
+from scorer import metrics
 from scorer.decode import decode
 from scorer.models import ModelManager
-from scorer.publish import Encoded, Publisher, encode_dead_letter, encode_result
-from scorer.score import score_batch
+from scorer.publish import (
+    Encoded,
+    Publisher,
+    encode_dead_letter,
+    encode_result,
+    encode_shadow,
+)
+from scorer.score import score_batch, shadow_scores
 from scorer.settings import ScorerSettings
+from scorer.summary import DeadLetterSummary
 from txrisk.bundle import ModelBundle
-from txrisk.contracts import DeadLetter, RiskResult, SourceRef, TransactionEvent, event_model
+from txrisk.contracts import (
+    DeadLetter,
+    RiskResult,
+    ShadowScore,
+    SourceRef,
+    TransactionEvent,
+    event_model,
+)
 from txrisk.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
+T = TypeVar("T")
 
 # How often the service logs a progress line and its dead-letter summary: often
 # enough to see it working, rare enough not to flood an operator's log.
@@ -61,8 +78,10 @@ class BatchOutput:
 
     results: list[RiskResult]
     dead_letters: list[DeadLetter]
+    shadow: list[ShadowScore]
     encoded_results: list[Encoded]
     encoded_dead_letters: list[Encoded]
+    encoded_shadow: list[Encoded]
 
 
 class ScorerService:
@@ -91,6 +110,7 @@ class ScorerService:
         self._last_progress = time.monotonic()
         self._progress_mark = Counts()
         self.joined = False
+        self._dead_letter_log = DeadLetterSummary()
 
     async def start(self) -> None:
         """Connect the producer and the consumer and join the group."""
@@ -134,7 +154,9 @@ class ScorerService:
                 "with `python -m scorer create-topics`"
             )
 
-        self._publisher = Publisher(self._producer, s.output_topic, s.dead_letter_topic)
+        self._publisher = Publisher(
+            self._producer, s.output_topic, s.dead_letter_topic, s.shadow_topic or None
+        )
         self._consumer.subscribe([s.input_topic], listener=_RebalanceListener(self))
         logger.info(
             "scorer started bootstrap=%s group=%s input=%s output=%s dlq=%s",
@@ -155,6 +177,7 @@ class ScorerService:
             )
             if batch:
                 await self.process(batch)
+            await metrics.update_lag(self._consumer)
             self._maybe_log_progress()
 
     async def process(self, batch: Batch) -> None:
@@ -173,18 +196,34 @@ class ScorerService:
             if not batch:
                 return
 
-            bundle = self.models.active
+            # Read once: a swap lands between batches, never inside one.
+            bundle, shadow = self.models.active, self.models.shadow
             records = [record for records in batch.values() for record in records]
+            metrics.IN_FLIGHT.set(len(records))
+            started = time.perf_counter()
             output = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _decode_and_score, bundle, records, self.settings.top_features
+                self._executor,
+                _decode_and_score,
+                bundle,
+                shadow,
+                records,
+                self.settings.top_features,
             )
+            scoring_s = time.perf_counter() - started
 
-            await self._publisher.publish(output.encoded_results, output.encoded_dead_letters)
+            await self._publisher.publish(
+                output.encoded_results, output.encoded_dead_letters, output.encoded_shadow
+            )
+            acked_at = time.time()
 
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             await self._commit(offsets)
+            metrics.IN_FLIGHT.set(0)
 
         self._count(records, output)
+        metrics.observe_batch(
+            records, output.results, output.dead_letters, scoring_s, acked_at
+        )
         logger.debug(
             "batch done size=%d scored=%d dead_letters=%d model_version=%s",
             len(records),
@@ -195,6 +234,7 @@ class ScorerService:
 
     async def close(self) -> None:
         """Leave the group and flush the producer; safe to call more than once."""
+        self._dead_letter_log.flush(force=True)
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -202,6 +242,14 @@ class ScorerService:
             await self._producer.stop()
             self._producer = None
         self._executor.shutdown(wait=True)
+
+    def run_in_worker(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run CPU-bound work on the scoring thread, after the batch in hand.
+
+        `POST /predict` scores here: one thread keeps the model's native code
+        single-threaded, and the explainer is never used by two threads at once.
+        """
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
@@ -226,18 +274,10 @@ class ScorerService:
         c.dead_letters += len(output.dead_letters)
         for letter in output.dead_letters:
             c.dead_letter_kinds[letter.error] += 1
-        if output.dead_letters and c.dead_letters == len(output.dead_letters):
-            first = output.dead_letters[0]
-            logger.warning(
-                "first dead letter topic=%s partition=%d offset=%d error=%s reason=%s",
-                first.source.topic,
-                first.source.partition,
-                first.source.offset,
-                first.error,
-                first.reason,
-            )
+        self._dead_letter_log.add(output.dead_letters)
 
     def _maybe_log_progress(self) -> None:
+        self._dead_letter_log.flush()
         now = time.monotonic()
         elapsed = now - self._last_progress
         if elapsed < PROGRESS_INTERVAL_S:
@@ -262,7 +302,10 @@ class ScorerService:
 
 
 def _decode_and_score(
-    bundle: ModelBundle, records: Sequence[ConsumerRecord], top_k: int
+    bundle: ModelBundle,
+    shadow: ModelBundle | None,
+    records: Sequence[ConsumerRecord],
+    top_k: int,
 ) -> BatchOutput:
     """The CPU-bound part of a batch, run in the worker thread."""
     event_type = event_model(bundle.spec)
@@ -278,11 +321,14 @@ def _decode_and_score(
             events.append(decoded)
 
     results = score_batch(bundle, events, top_k, datetime.now(UTC))
+    shadowed = shadow_scores(shadow, results, events) if shadow is not None else []
     return BatchOutput(
         results=results,
         dead_letters=dead_letters,
+        shadow=shadowed,
         encoded_results=[encode_result(result) for result in results],
         encoded_dead_letters=[encode_dead_letter(letter) for letter in dead_letters],
+        encoded_shadow=[encode_shadow(score) for score in shadowed],
     )
 
 
@@ -296,6 +342,7 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._service._cycle:
             pass
         self._service.joined = False
+        metrics.forget_partitions(revoked)
         if revoked:
             logger.info("partitions revoked %s", _names(revoked))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,8 @@ class ScorerSettings(BaseSettings):
     output_topic: str = Field(default="risk-scores", min_length=1)
     dead_letter_topic: str = Field(default="transactions-dlq", min_length=1)
     control_topic: str = Field(default="model-control", min_length=1)
+    # Where a shadow candidate's scores go; empty: nowhere but the metrics.
+    shadow_topic: str = ""
     group_id: str = Field(default="txrisk-scorer", min_length=1)
     # 500 events amortise the per-batch cost of the pipeline and the producer
     # round trip while one batch still scores in a few tens of milliseconds.
@@ -56,6 +58,14 @@ class ScorerSettings(BaseSettings):
     kafka_idempotence: bool = False
     allow_sklearn_mismatch: bool = False
     client_id: str = "txrisk-scorer"
+    # HTTP beside the stream (/metrics, /healthz, /readyz, /model, /predict).
+    # 0 picks a free port and logs it; all interfaces by default so Prometheus
+    # and the gateway can reach it: keep the port on the internal network.
+    http_port: int = Field(default=8000, ge=0, le=65_535)
+    http_host: str = Field(default="0.0.0.0", min_length=1)
+    # Read by the logging set-up before settings load; declared here so a bad
+    # value is refused like any other setting.
+    log_format: Literal["text", "json"] = "text"
 
     @classmethod
     def load(cls, **overrides: Any) -> ScorerSettings:

@@ -14,7 +14,13 @@ from sklearn.model_selection import train_test_split
 from trainer.data import Dataset, load_dataset, to_events
 from trainer.evaluate import classification_metrics, threshold_for_recall
 from trainer.pipeline import build_pipeline
-from txrisk.bundle import BundleMetadata, library_versions, new_version, save_bundle
+from txrisk.bundle import (
+    BundleMetadata,
+    library_versions,
+    new_version,
+    save_bundle,
+    signing_key,
+)
 from txrisk.errors import DataError
 from txrisk.explain import is_explainable
 from txrisk.frame import to_frame
@@ -90,7 +96,7 @@ def train(
         "libraries": library_versions(),
         "canary": {"events": canary_events, "probabilities": canary_scores.tolist()},
     }
-    return save_bundle(registry, pipeline, metadata)
+    return save_bundle(registry, pipeline, metadata, key=signing_key())
 
 
 def _split(

@@ -9,6 +9,7 @@ byte of it; only then does it unpickle and check the pipeline against its canary
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import orjson
 import sklearn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sklearn.pipeline import Pipeline
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SIGNING_KEY_ENV = "TXRISK_MODEL_KEY"
 
 # A reloaded pipeline must reproduce its training-time canary probabilities to
 # this tolerance; anything looser would hide a changed library or a bad file.
@@ -77,6 +80,12 @@ class BundleMetadata(BaseModel):
     libraries: dict[str, str]
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     canary: Canary | None = None
+    # What `python -m trainer study` found: model comparison, tuning, validation
+    # (cross-validated and time-ordered), calibration; absent for `train`.
+    study: dict[str, Any] | None = None
+    # HMAC-SHA256 over every other field (model_sha256 included), hex; written
+    # when the trainer has a signing key.
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def signing_key() -> bytes | None:
+    """The shared HMAC key from TXRISK_MODEL_KEY, if one is configured."""
+    key = os.environ.get(SIGNING_KEY_ENV)
+    return key.encode() if key else None
+
+
+def signature(metadata: BundleMetadata, key: bytes) -> str:
+    """HMAC-SHA256 of the metadata without its signature, in canonical JSON."""
+    fields = metadata.model_dump(mode="json", exclude={"signature"})
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
 def new_version(registry: Path, now: datetime | None = None) -> str:
     """A sortable version name from the UTC time, unique within the registry."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
@@ -132,14 +154,24 @@ def new_version(registry: Path, now: datetime | None = None) -> str:
 
 
 def save_bundle(
-    registry: Path, pipeline: Pipeline, metadata: dict[str, Any]
+    registry: Path,
+    pipeline: Pipeline,
+    metadata: dict[str, Any],
+    key: bytes | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> BundleMetadata:
     """Write a bundle into the registry atomically and return its metadata.
 
-    `metadata` holds every `BundleMetadata` field but `model_sha256`, which is
-    computed here. The folder is built under a temporary name and renamed into
-    place, so a scorer scanning the registry never sees half a bundle.
+    `metadata` holds every `BundleMetadata` field but `model_sha256` and
+    `signature`, which are computed here (signed only when `key` is given). The
+    folder is built under a temporary name and renamed into place, so a scorer
+    scanning the registry never sees half a bundle. `extra_files` (the
+    trainer's report and its plots) are written into the same folder first.
     """
+    extra_files = extra_files or {}
+    for name in extra_files:
+        if not VERSION_PATTERN.match(name) or name in {MODEL_FILE, METADATA_FILE}:
+            raise BundleError(f"bundle file name {name!r} is not a plain free name")
     registry.mkdir(parents=True, exist_ok=True)
     version = metadata["version"]
     final = registry / version
@@ -153,7 +185,11 @@ def save_bundle(
         meta = BundleMetadata.model_validate(
             {**metadata, "model_sha256": file_sha256(staging / MODEL_FILE)}
         )
+        if key is not None:
+            meta = meta.model_copy(update={"signature": signature(meta, key)})
         (staging / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+        for name, content in extra_files.items():
+            (staging / name).write_bytes(content)
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -220,16 +256,35 @@ def load_bundle(
     *,
     expected_sha256: str | None = None,
     allow_version_mismatch: bool = False,
+    key: bytes | None = None,
 ) -> ModelBundle:
-    """Verify and load one version; any failed check raises `BundleError`."""
+    """Verify and load one version; any failed check raises `BundleError`.
+
+    1. the folder is a plain name inside the registry, not a link out of it
+    2. the metadata parses and names this version
+    3. with a key: the metadata's signature verifies (unsigned is refused)
+    4. the model file's sha256 matches the metadata (and the announcement)
+    5. the scikit-learn version matches, unless a mismatch is allowed
+    6. only now: unpickle, build the explainer, re-score the canary batch
+    """
     folder = bundle_folder(registry, version)
+
     metadata = read_metadata(folder)
     if metadata.version != version:
         raise BundleError(
             f"{folder}: metadata names version {metadata.version!r}, not {version!r}"
         )
 
-    # Integrity before unpickling: a pickle runs code as it loads.
+    if key is not None:
+        if metadata.signature is None:
+            raise BundleError(
+                f"version {version} is unsigned and a signing key is configured"
+            )
+        if not hmac.compare_digest(metadata.signature, signature(metadata, key)):
+            raise BundleError(
+                f"version {version}: signature does not verify with the configured key"
+            )
+
     model_path = folder / MODEL_FILE
     if model_path.is_symlink():
         raise BundleError(f"{model_path}: the model file must not be a link")

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     StringConstraints,
     create_model,
+    model_validator,
 )
 
 from txrisk.spec import FeatureSpec
@@ -133,6 +134,23 @@ class RiskResult(BaseModel):
     scored_at: datetime
 
 
+class ShadowScore(BaseModel):
+    """A candidate model's score of an event next to the serving model's.
+
+    Published only to the optional shadow topic; nothing downstream acts on it.
+    """
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    tx_id: str
+    model_version: str
+    fraud_probability: float = Field(ge=0.0, le=1.0)
+    is_flagged: bool
+    active_version: str
+    active_probability: float = Field(ge=0.0, le=1.0)
+    scored_at: datetime
+
+
 DeadLetterKind = Literal[
     "empty", "not_utf8", "not_json", "not_object", "missing_tx_id", "invalid_field"
 ]
@@ -163,12 +181,22 @@ class DeadLetter(BaseModel):
 
 
 class ControlMessage(BaseModel):
-    """A model announcement on the control topic."""
+    """A model announcement on the control topic.
+
+    `activate` serves a version; `shadow` scores every event with a candidate as
+    well, without publishing its results downstream; `unshadow` stops that.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    action: Literal["activate", "shadow"]
-    version: str = Field(min_length=1, max_length=128)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    action: Literal["activate", "shadow", "unshadow"]
+    version: str | None = Field(default=None, min_length=1, max_length=128)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     created_at: datetime | None = None
     announced_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _names_a_model(self) -> ControlMessage:
+        if self.action != "unshadow" and (self.version is None or self.sha256 is None):
+            raise ValueError(f"{self.action} needs a version and its sha256")
+        return self

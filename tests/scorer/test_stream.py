@@ -161,15 +161,15 @@ def test_sigterm_commits_and_exits_zero(
 
     scorer = start_scorer(broker, registry, topics, log)
     read_all(broker, [topics.output], len(messages))
-    assert stop(scorer) == 0
-    assert "scorer stopped consumed=1000" in log.read_text()
+    assert stop(scorer) == 0, log.read_text()
+    assert "scorer stopped consumed=1000" in log.read_text(), log.read_text()
 
     # Everything was committed: a new scorer in the group has nothing to do.
     scorer = start_scorer(broker, registry, topics, log)
     time.sleep(8)
-    assert stop(scorer) == 0
+    assert stop(scorer) == 0, log.read_text()
     found = read_all(broker, [topics.output], len(messages), settle_s=1)
-    assert len(found[topics.output]) == len(messages)
+    assert len(found[topics.output]) == len(messages), log.read_text()
 
 
 def test_missing_model_dir_is_one_clear_line(broker: EmbeddedBroker, tmp_path: Path) -> None:
