@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainer.registry import ControlTarget, describe, publish, stop_shadow
+from trainer.study_cli import add_study_commands
 from trainer.train import TrainOptions, train
 from txrisk.cli import Parser, fraction, main_entry, non_negative_int, positive_int
 from txrisk.errors import UserError
@@ -69,6 +70,8 @@ def build_parser() -> Parser:
     )
     _add_control_flags(fit)
     fit.set_defaults(command=_train)
+
+    add_study_commands(commands)
 
     _add_registry_commands(commands)
 

@@ -76,7 +76,11 @@ class Explainer:
             if columns.ndim == 3:  # (events, columns, classes) in some versions
                 columns = columns[:, :, -1]
 
-        return Explanation(contributions=columns @ self._fold, base_value=self._base)
+        return Explanation(contributions=self.fold(columns), base_value=self._base)
+
+    def fold(self, columns: np.ndarray) -> np.ndarray:
+        """Sum per-prepared-column values (contributions, importances) per field."""
+        return np.asarray(columns, dtype=np.float64) @ self._fold
 
 
 def top_features(
