@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,18 +45,8 @@ def decode(
     except orjson.JSONDecodeError as exc:
         return dead_letter("not_json", f"the value is not JSON ({exc})", value, key, source)
 
-    if not isinstance(document, dict):
-        kind = type(document).__name__
-        reason = f"the value is a JSON {kind}, not an object"
-        return dead_letter("not_object", reason, value, key, source)
-
-    if document.get("tx_id") is None:
-        return dead_letter("missing_tx_id", "tx_id is missing or null", value, key, source)
-
     try:
-        return event_type.model_validate(document)
-    except ValidationError as exc:
-        return dead_letter("invalid_field", _reason(exc), value, key, source)
+        checked = check_document(document, event_type)
     except Exception as exc:  # noqa: BLE001 - a bad message must never stop scoring
         # Validation should only raise ValidationError; anything else is our
         # bug, but the message is still dead-lettered rather than lost.
@@ -67,6 +58,42 @@ def decode(
         )
         reason = f"validation failed unexpectedly ({type(exc).__name__})"
         return dead_letter("invalid_field", reason, value, key, source)
+    if isinstance(checked, Invalid):
+        return dead_letter(checked.kind, checked.reason, value, key, source)
+    return checked
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Why a parsed document is no event: the dead-letter kind and reason, and
+    the field errors in FastAPI's shape (loc, msg, type) for `/predict`."""
+
+    kind: DeadLetterKind
+    reason: str
+    errors: list[dict[str, Any]]
+
+
+def check_document(
+    document: Any, event_type: type[TransactionEvent]
+) -> TransactionEvent | Invalid:
+    """The event in a parsed JSON document, or why there is none.
+
+    The stream and `POST /predict` both validate through here, so an event is
+    accepted or refused the same way on either path.
+    """
+    if not isinstance(document, dict):
+        kind = type(document).__name__
+        reason = f"the value is a JSON {kind}, not an object"
+        return Invalid("not_object", reason, [_error([], reason, "not_object")])
+
+    if document.get("tx_id") is None:
+        reason = "tx_id is missing or null"
+        return Invalid("missing_tx_id", reason, [_error(["tx_id"], reason, "missing")])
+
+    try:
+        return event_type.model_validate(document)
+    except ValidationError as exc:
+        return Invalid("invalid_field", _reason(exc), _field_errors(exc))
 
 
 def dead_letter(
@@ -97,6 +124,25 @@ def _as_text(raw: bytes | None) -> tuple[str | None, Any]:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def _error(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Each failing field with its message and the offending value, quoted short."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        entry = _error(list(error["loc"]), message, error["type"])
+        value = error.get("input")
+        if isinstance(value, str) and len(value) > QUOTE_CHARS:
+            value = value[:QUOTE_CHARS] + "…"
+        if value is None or isinstance(value, str | int | float | bool):
+            entry["input"] = value
+        errors.append(entry)
+    return errors
 
 
 def _reason(exc: ValidationError) -> str:

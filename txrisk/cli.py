@@ -21,14 +21,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def configure_logging(level: str | None = None) -> None:
-    """Readable text logs on stderr; the level comes from TXRISK_LOG_LEVEL."""
+def configure_logging(level: str | None = None, log_format: str | None = None) -> None:
+    """Logs on stderr: readable text, or one JSON object a line when
+    TXRISK_LOG_FORMAT=json; the level comes from TXRISK_LOG_LEVEL."""
     level = level or os.environ.get("TXRISK_LOG_LEVEL", "INFO")
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_format = log_format or os.environ.get("TXRISK_LOG_FORMAT", "text")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format.strip().lower() == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",  # ISO-8601 in UTC
+            )
+        )
+    else:
+        # An unknown format falls back to text; the scorer's settings refuse it.
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # aiokafka logs every retry of a broken connection at ERROR; ours say it once.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
