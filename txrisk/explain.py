@@ -1,15 +1,18 @@
 """Per-event explanations: each input field's signed contribution in log-odds.
 
-Tree ensembles whose raw output is the log-odds (histogram and classic gradient
-boosting) are explained with exact TreeSHAP from the `shap` library; logistic
-regression with its exact coefficient terms. Either way the contributions of an
-event plus the base value add up to the model's log-odds for that event.
-One-hot columns are folded back into the field they came from, so a regulator
-reads `chain`, not `chain_tron`.
+Tree ensembles whose raw output is the log-odds are explained with exact
+path-dependent TreeSHAP: histogram gradient boosting through the tabulated
+implementation in `txrisk.treeshap` (the same values as the `shap` library,
+several times faster on a batch), classic gradient boosting through `shap`
+itself. Logistic regression is explained with its exact coefficient terms.
+Either way the contributions of an event plus the base value add up to the
+model's log-odds for that event. One-hot columns are folded back into the field
+they came from, so a regulator reads `chain`, not `chain_tron`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,9 @@ from sklearn.pipeline import Pipeline
 
 from txrisk.errors import BundleError
 from txrisk.spec import FeatureSpec
+from txrisk.treeshap import LeafTableTreeShap, Unsupported
+
+logger = logging.getLogger(__name__)
 
 TREE_MODELS = (HistGradientBoostingClassifier, GradientBoostingClassifier)
 LINEAR_MODELS = (LogisticRegression,)
@@ -54,10 +60,17 @@ class Explainer:
         self.fields = spec.columns
         self._fold = _fold_matrix(prepare[-1], self.fields)
 
+        self._coef: np.ndarray | None = None
+        self._fast: LeafTableTreeShap | None = None
+        self._tree = None
         if isinstance(classifier, LINEAR_MODELS):
             self._coef = np.asarray(classifier.coef_[0], dtype=np.float64)
             self._base = float(classifier.intercept_[0])
-            self._tree = None
+        elif isinstance(classifier, HistGradientBoostingClassifier) and self._fast_ok(
+            classifier
+        ):
+            assert self._fast is not None
+            self._base = self._fast.expected_value
         else:
             # Imported here: shap pulls in numba, which the trainer's other
             # commands do not need.
@@ -68,15 +81,31 @@ class Explainer:
 
     def explain(self, prepared: np.ndarray) -> Explanation:
         """Field contributions for rows already passed through the pipeline's prepare."""
-        if self._tree is None:
+        if self._fast is not None:
+            fields = self._fast.shap_values(prepared)
+            return Explanation(contributions=fields, base_value=self._base)
+
+        if self._coef is not None:
             columns = prepared * self._coef
         else:
+            assert self._tree is not None
             columns = self._tree.shap_values(prepared, check_additivity=False)
             columns = np.asarray(columns, dtype=np.float64)
             if columns.ndim == 3:  # (events, columns, classes) in some versions
                 columns = columns[:, :, -1]
 
         return Explanation(contributions=self.fold(columns), base_value=self._base)
+
+    def _fast_ok(self, classifier: HistGradientBoostingClassifier) -> bool:
+        """Use the tabulated TreeSHAP (same values, several times faster) if it fits."""
+        try:
+            self._fast = LeafTableTreeShap(
+                classifier, self._fold.shape[0], project=self._fold
+            )
+        except Unsupported as exc:
+            logger.info("explaining with the shap library: %s", exc)
+            return False
+        return True
 
     def fold(self, columns: np.ndarray) -> np.ndarray:
         """Sum per-prepared-column values (contributions, importances) per field."""
