@@ -138,6 +138,10 @@ def _start_scorer(settings: ScorerSettings, log_path: Path) -> subprocess.Popen[
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "TXRISK_MODEL_DIR": str(settings.model_dir),
         "TXRISK_GROUP_ID": "txrisk-demo",
+        # A free loopback port unless one is asked for: 8000 may be taken on a
+        # laptop; the log says which ("http listening").
+        "TXRISK_HTTP_PORT": os.environ.get("TXRISK_HTTP_PORT", "0"),
+        "TXRISK_HTTP_HOST": os.environ.get("TXRISK_HTTP_HOST", "127.0.0.1"),
     }
     log = log_path.open("ab")
     print(f"scorer started; its log is {log_path}", flush=True)

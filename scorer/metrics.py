@@ -179,6 +179,9 @@ LAG_INTERVAL_S = 1.0
 # still being reset is skipped rather than stalling the batch cycle.
 POSITION_TIMEOUT_S = 0.05
 _last_lag_update = 0.0
+# Set by each batch: the next refresh runs at once, so the gauge reflects the
+# fetch that brought the batch rather than one up to a second old.
+_lag_stale = True
 
 
 def render() -> bytes:
@@ -214,6 +217,8 @@ def observe_batch(
     EVENTS_FLAGGED.inc(sum(1 for result in results if result.is_flagged))
     for letter in dead_letters:
         DEAD_LETTERS.labels(letter.error).inc()
+    global _lag_stale
+    _lag_stale = True
     BATCH_SIZE.observe(len(records))
     BATCH_SCORING.observe(scoring_s)
     for result in results:
@@ -226,12 +231,13 @@ def observe_batch(
 
 
 async def update_lag(consumer: AIOKafkaConsumer, force: bool = False) -> None:
-    """Refresh the lag of every assigned partition, at most once per interval."""
-    global _last_lag_update
+    """Refresh the lag of every assigned partition: after each batch, and at
+    most once per interval while idle."""
+    global _last_lag_update, _lag_stale
     now = time.monotonic()
-    if not force and now - _last_lag_update < LAG_INTERVAL_S:
+    if not (force or _lag_stale) and now - _last_lag_update < LAG_INTERVAL_S:
         return
-    _last_lag_update = now
+    _last_lag_update, _lag_stale = now, False
     for tp in consumer.assignment():
         highwater = consumer.highwater(tp)
         if highwater is None:

@@ -60,6 +60,9 @@ class Topics:
             "TXRISK_CONTROL_TOPIC": self.control,
             "TXRISK_GROUP_ID": self.group,
             "TXRISK_LOG_LEVEL": "INFO",
+            # Each scorer on its own free loopback port: tests run several.
+            "TXRISK_HTTP_PORT": "0",
+            "TXRISK_HTTP_HOST": "127.0.0.1",
         }
 
 
