@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import (
@@ -46,7 +47,11 @@ from prometheus_client import (
 )
 
 from txrisk.bundle import BundleMetadata
-from txrisk.contracts import DeadLetter, RiskResult
+from txrisk.contracts import DeadLetter
+
+if TYPE_CHECKING:
+    # Only for annotations: scorer.score itself imports this module.
+    from scorer.score import ScoredBatch
 
 # A registry of our own rather than the library's global one: tests and the
 # name checks see exactly the scorer's metrics, plus the process collectors.
@@ -206,7 +211,7 @@ def names() -> dict[str, str]:
 
 def observe_batch(
     records: Sequence[ConsumerRecord],
-    results: Sequence[RiskResult],
+    results: ScoredBatch,
     dead_letters: Sequence[DeadLetter],
     scoring_s: float,
     acked_at: float,
@@ -214,15 +219,15 @@ def observe_batch(
     """Count one published and committed batch; `acked_at` is epoch seconds."""
     EVENTS_CONSUMED.inc(len(records))
     EVENTS_SCORED.inc(len(results))
-    EVENTS_FLAGGED.inc(sum(1 for result in results if result.is_flagged))
+    EVENTS_FLAGGED.inc(results.flagged_count)
     for letter in dead_letters:
         DEAD_LETTERS.labels(letter.error).inc()
     global _lag_stale
     _lag_stale = True
     BATCH_SIZE.observe(len(records))
     BATCH_SCORING.observe(scoring_s)
-    for result in results:
-        PROBABILITY.observe(result.fraud_probability)
+    for probability in results.probabilities.tolist():
+        PROBABILITY.observe(probability)
     for record in records:
         # Kafka timestamps are epoch milliseconds (producer create time unless
         # the topic uses log-append time); a clock ahead of ours counts as 0.

@@ -2,18 +2,134 @@
 
 This is the CPU-bound stage: the service runs it in a worker thread so the
 event loop keeps the consumer's heartbeats going while a batch is scored.
+
+A scored batch is kept as columns and written to the wire with orjson, in the
+exact bytes `RiskResult.model_dump_json` would give (a test compares them):
+building a validated pydantic object per event cost more than scoring it.
+`ScoredBatch.results()` builds the `RiskResult` objects where they are wanted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import TypeAdapter
 
 from scorer.metrics import EXPLANATION
 from txrisk.bundle import ModelBundle
-from txrisk.contracts import RiskResult, ShadowScore, TopFeature, TransactionEvent
+from txrisk.contracts import RiskResult, ShadowScore, TransactionEvent
 from txrisk.explain import top_features
 from txrisk.frame import to_frame
+
+_DATETIME = TypeAdapter(datetime)
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """The results of one batch, column by column."""
+
+    rows: list[dict[str, Any]]
+    probabilities: np.ndarray
+    flagged: np.ndarray
+    ranked: list[list[tuple[str, float]]]
+    imputed: list[list[str]]
+    threshold: float
+    model_version: str
+    scored_at: datetime
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def tx_ids(self) -> list[str]:
+        return [row["tx_id"] for row in self.rows]
+
+    @property
+    def flagged_count(self) -> int:
+        return int(self.flagged.sum())
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Each result as the plain dict of the `RiskResult` contract."""
+        # Serialised once per batch the way pydantic writes datetimes.
+        scored_at = _DATETIME.dump_python(self.scored_at, mode="json")
+        return [
+            {
+                "tx_id": row["tx_id"],
+                "fraud_probability": probability,
+                "is_flagged": flagged,
+                "threshold": self.threshold,
+                "model_version": self.model_version,
+                "top_features": [
+                    {"feature": name, "value": row.get(name), "contribution": value}
+                    for name, value in contributions
+                ],
+                "imputed": imputed,
+                "scored_at": scored_at,
+            }
+            for row, probability, flagged, contributions, imputed in zip(
+                self.rows,
+                self.probabilities.tolist(),
+                self.flagged.tolist(),
+                self.ranked,
+                self.imputed,
+                strict=True,
+            )
+        ]
+
+    def encoded(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) per result, as published."""
+        return [
+            (document["tx_id"].encode(), orjson.dumps(document))
+            for document in self.documents()
+        ]
+
+    def results(self) -> list[RiskResult]:
+        return [RiskResult.model_validate(document) for document in self.documents()]
+
+
+def score_events(
+    bundle: ModelBundle,
+    events: Sequence[TransactionEvent],
+    top_k: int,
+    scored_at: datetime,
+) -> ScoredBatch:
+    """One `predict_proba` and one explanation pass for the whole batch.
+
+    Each event is scored independently of the others in its batch, so an event
+    gets the same probability and explanation whatever it is batched with.
+    """
+    spec = bundle.spec
+    fields = spec.columns
+    rows = [event.__dict__ for event in events]
+
+    if rows:
+        prepared = bundle.pipeline[:-1].transform(to_frame(spec, rows))
+        probabilities = np.clip(bundle.pipeline[-1].predict_proba(prepared)[:, 1], 0, 1)
+    else:
+        probabilities = np.zeros(0)
+
+    if top_k > 0 and rows:
+        with EXPLANATION.time():
+            ranked = top_features(bundle.explainer.explain(prepared), fields, top_k)
+    else:
+        ranked = [[] for _ in rows]
+
+    threshold = bundle.metadata.threshold
+    return ScoredBatch(
+        rows=rows,
+        probabilities=probabilities,
+        flagged=probabilities >= threshold,
+        ranked=ranked,
+        imputed=[[name for name in fields if row.get(name) is None] for row in rows],
+        threshold=threshold,
+        model_version=bundle.version,
+        scored_at=scored_at,
+    )
 
 
 def score_batch(
@@ -22,66 +138,28 @@ def score_batch(
     top_k: int,
     scored_at: datetime,
 ) -> list[RiskResult]:
-    """One `predict_proba` and one explanation pass for the whole batch.
-
-    Each event is scored independently of the others in its batch, so an event
-    gets the same probability and explanation whatever it is batched with.
-    """
-    if not events:
-        return []
-    spec = bundle.spec
-    fields = spec.columns
-
-    rows = [event.__dict__ for event in events]
-    prepared = bundle.pipeline[:-1].transform(to_frame(spec, rows))
-    probabilities = bundle.pipeline[-1].predict_proba(prepared)[:, 1]
-
-    if top_k > 0:
-        with EXPLANATION.time():
-            ranked = top_features(bundle.explainer.explain(prepared), fields, top_k)
-    else:
-        ranked = [[] for _ in events]
-
-    threshold = bundle.metadata.threshold
-    results = []
-    for row, probability, contributions in zip(rows, probabilities, ranked, strict=True):
-        results.append(
-            RiskResult(
-                tx_id=row["tx_id"],
-                fraud_probability=min(max(float(probability), 0.0), 1.0),
-                is_flagged=bool(probability >= threshold),
-                threshold=threshold,
-                model_version=bundle.version,
-                top_features=[
-                    TopFeature(feature=name, value=row.get(name), contribution=value)
-                    for name, value in contributions
-                ],
-                imputed=[name for name in fields if row.get(name) is None],
-                scored_at=scored_at,
-            )
-        )
-    return results
+    """`score_events` as `RiskResult` objects."""
+    return score_events(bundle, events, top_k, scored_at).results()
 
 
-def shadow_scores(
-    shadow: ModelBundle, results: Sequence[RiskResult], events: Sequence[TransactionEvent]
-) -> list[ShadowScore]:
+def shadow_scores(shadow: ModelBundle, scored: ScoredBatch) -> list[ShadowScore]:
     """The candidate's probabilities for events the serving model just scored."""
-    if not events:
+    if not len(scored):
         return []
-    rows = [event.__dict__ for event in events]
-    probabilities = shadow.pipeline.predict_proba(to_frame(shadow.spec, rows))[:, 1]
+    probabilities = shadow.pipeline.predict_proba(to_frame(shadow.spec, scored.rows))[:, 1]
     threshold = shadow.metadata.threshold
 
     return [
         ShadowScore(
-            tx_id=result.tx_id,
+            tx_id=tx_id,
             model_version=shadow.version,
             fraud_probability=min(max(float(probability), 0.0), 1.0),
             is_flagged=bool(probability >= threshold),
-            active_version=result.model_version,
-            active_probability=result.fraud_probability,
-            scored_at=result.scored_at,
+            active_version=scored.model_version,
+            active_probability=active,
+            scored_at=scored.scored_at,
         )
-        for result, probability in zip(results, probabilities, strict=True)
+        for tx_id, probability, active in zip(
+            scored.tx_ids, probabilities, scored.probabilities.tolist(), strict=True
+        )
     ]

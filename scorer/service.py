@@ -29,16 +29,14 @@ from scorer.publish import (
     Encoded,
     Publisher,
     encode_dead_letter,
-    encode_result,
     encode_shadow,
 )
-from scorer.score import score_batch, shadow_scores
+from scorer.score import ScoredBatch, score_events, shadow_scores
 from scorer.settings import ScorerSettings
 from scorer.summary import DeadLetterSummary
 from txrisk.bundle import ModelBundle
 from txrisk.contracts import (
     DeadLetter,
-    RiskResult,
     ShadowScore,
     SourceRef,
     TransactionEvent,
@@ -76,7 +74,7 @@ class Counts:
 class BatchOutput:
     """A scored batch, already encoded so the event loop only sends bytes."""
 
-    results: list[RiskResult]
+    results: ScoredBatch
     dead_letters: list[DeadLetter]
     shadow: list[ShadowScore]
     encoded_results: list[Encoded]
@@ -270,7 +268,7 @@ class ScorerService:
         c.batches += 1
         c.consumed += len(records)
         c.scored += len(output.results)
-        c.flagged += sum(1 for result in output.results if result.is_flagged)
+        c.flagged += output.results.flagged_count
         c.dead_letters += len(output.dead_letters)
         for letter in output.dead_letters:
             c.dead_letter_kinds[letter.error] += 1
@@ -320,13 +318,13 @@ def _decode_and_score(
         else:
             events.append(decoded)
 
-    results = score_batch(bundle, events, top_k, datetime.now(UTC))
-    shadowed = shadow_scores(shadow, results, events) if shadow is not None else []
+    scored = score_events(bundle, events, top_k, datetime.now(UTC))
+    shadowed = shadow_scores(shadow, scored) if shadow is not None else []
     return BatchOutput(
-        results=results,
+        results=scored,
         dead_letters=dead_letters,
         shadow=shadowed,
-        encoded_results=[encode_result(result) for result in results],
+        encoded_results=scored.encoded(),
         encoded_dead_letters=[encode_dead_letter(letter) for letter in dead_letters],
         encoded_shadow=[encode_shadow(score) for score in shadowed],
     )
