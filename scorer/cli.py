@@ -40,6 +40,7 @@ SETTING_FLAGS = (
     "batch_size",
     "batch_wait_ms",
     "top_features",
+    "explain",
     "scoring_threads",
     "http_port",
     "http_host",

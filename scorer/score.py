@@ -97,11 +97,13 @@ def score_events(
     events: Sequence[TransactionEvent],
     top_k: int,
     scored_at: datetime,
+    flagged_only: bool = False,
 ) -> ScoredBatch:
     """One `predict_proba` and one explanation pass for the whole batch.
 
     Each event is scored independently of the others in its batch, so an event
     gets the same probability and explanation whatever it is batched with.
+    With `flagged_only`, events under the threshold get no top features.
     """
     spec = bundle.spec
     fields = spec.columns
@@ -113,17 +115,23 @@ def score_events(
     else:
         probabilities = np.zeros(0)
 
-    if top_k > 0 and rows:
-        with EXPLANATION.time():
-            ranked = top_features(bundle.explainer.explain(prepared), fields, top_k)
-    else:
-        ranked = [[] for _ in rows]
-
     threshold = bundle.metadata.threshold
+    flagged = probabilities >= threshold
+    explained = np.flatnonzero(flagged) if flagged_only else np.arange(len(rows))
+
+    ranked: list[list[tuple[str, float]]] = [[] for _ in rows]
+    if top_k > 0 and explained.size:
+        with EXPLANATION.time():
+            explanation = bundle.explainer.explain(prepared[explained])
+            for row, features in zip(
+                explained, top_features(explanation, fields, top_k), strict=True
+            ):
+                ranked[row] = features
+
     return ScoredBatch(
         rows=rows,
         probabilities=probabilities,
-        flagged=probabilities >= threshold,
+        flagged=flagged,
         ranked=ranked,
         imputed=[[name for name in fields if row.get(name) is None] for row in rows],
         threshold=threshold,

@@ -206,6 +206,7 @@ class ScorerService:
                 shadow,
                 records,
                 self.settings.top_features,
+                self.settings.explain == "flagged",
             )
             scoring_s = time.perf_counter() - started
 
@@ -304,6 +305,7 @@ def _decode_and_score(
     shadow: ModelBundle | None,
     records: Sequence[ConsumerRecord],
     top_k: int,
+    flagged_only: bool = False,
 ) -> BatchOutput:
     """The CPU-bound part of a batch, run in the worker thread."""
     event_type = event_model(bundle.spec)
@@ -318,7 +320,7 @@ def _decode_and_score(
         else:
             events.append(decoded)
 
-    scored = score_events(bundle, events, top_k, datetime.now(UTC))
+    scored = score_events(bundle, events, top_k, datetime.now(UTC), flagged_only)
     shadowed = shadow_scores(shadow, scored) if shadow is not None else []
     return BatchOutput(
         results=scored,

@@ -44,6 +44,10 @@ class ScorerSettings(BaseSettings):
     # is light.
     batch_wait_ms: int = Field(default=20, ge=0, le=60_000)
     top_features: int = Field(default=3, ge=0, le=50)
+    # Which events get top features: all of them, or only flagged ones (the
+    # cheaper choice when explanations are needed for review, not for every
+    # payment).
+    explain: Literal["all", "flagged"] = "all"
     # Threads for the model's native code (OpenMP, BLAS). One by default: a
     # batch is too small to gain from more, and a second OpenMP thread spinning
     # beside another scorer process on the same cores slows both several-fold.

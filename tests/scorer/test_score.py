@@ -39,3 +39,19 @@ def test_probabilities_equal_the_plain_pipeline(registry: Path) -> None:
     plain = bundle.pipeline.predict_proba(to_frame(bundle.spec, rows))[:, 1]
     np.testing.assert_array_equal(scored.probabilities, plain)
     assert list(scored.flagged) == [p >= bundle.metadata.threshold for p in plain]
+
+
+def test_flagged_only_explains_exactly_the_flagged(registry: Path) -> None:
+    bundle = load_bundle(registry, "v1")
+    event_type = event_model(bundle.spec)
+    events = [event_type.model_validate(e) for e in bundle.metadata.canary.events]
+    now = datetime.now(UTC)
+
+    every = score_events(bundle, events, 3, now)
+    flagged = score_events(bundle, events, 3, now, flagged_only=True)
+
+    assert flagged.flagged.any() and not flagged.flagged.all()
+    for is_flagged, all_ranked, some_ranked in zip(
+        flagged.flagged, every.ranked, flagged.ranked, strict=True
+    ):
+        assert some_ranked == (all_ranked if is_flagged else [])
