@@ -11,9 +11,12 @@ sum over leaves of the Shapley values of these small product games.
 Each factor of a leaf's game is 0 or 1 when known, so the Shapley values of a
 leaf depend on the event only through which of its path features the event
 satisfies: a pattern of at most 2^k cases for k path features. They are
-tabulated once per model; explaining a batch is then a few array operations:
-evaluate every split for every event, form each leaf's pattern, look its row up
-in the table and add. The result equals the `shap` library's TreeExplainer to
+tabulated once per model. Small trees (at most MAX_TREE_SPLITS splits, as the
+trainer's default depth-3 trees) are tabulated whole: a tree's Shapley values
+depend only on which way the event goes at each of its splits, so one table row
+per combination of split outcomes sums its leaves' rows. Explaining a batch is
+then a few array operations: evaluate every split for every event, form each
+tree's (or each leaf's) pattern, look its row up and add. The result equals the `shap` library's TreeExplainer to
 floating-point rounding (a test checks this), at a fraction of its cost for the
 shallow trees the trainer uses.
 """
@@ -30,6 +33,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 # Leaves with more distinct path features than this would need 2^k table rows
 # each; such models go to the shap library instead.
 MAX_PATH_FEATURES = 10
+# Trees with at most this many splits get one table row per combination of
+# split outcomes (1,024 rows at most), which is the fastest way to explain them.
+MAX_TREE_SPLITS = 10
 # Events per chunk: bounds the (events x leaves x depth) work arrays to a few
 # tens of megabytes whatever the batch size.
 CHUNK_EVENTS = 1_000
@@ -67,7 +73,8 @@ class LeafTableTreeShap:
         node_threshold: list[float] = []
         node_missing_left: list[bool] = []
         leaves: list[_Leaf] = []
-        for (predictor,) in model._predictors:
+        tree_of_leaf: list[int] = []
+        for tree, (predictor,) in enumerate(model._predictors):
             nodes = predictor.nodes
             if np.any(nodes["is_categorical"]):
                 raise Unsupported("native categorical splits are not supported")
@@ -75,7 +82,9 @@ class LeafTableTreeShap:
             node_feature.extend(int(f) for f in nodes["feature_idx"])
             node_threshold.extend(float(t) for t in nodes["num_threshold"])
             node_missing_left.extend(bool(m) for m in nodes["missing_go_to_left"])
-            leaves.extend(_leaves(nodes, offset))
+            found = _leaves(nodes, offset)
+            leaves.extend(found)
+            tree_of_leaf.extend([tree] * len(found))
 
         depth = max((len(leaf.conditions) for leaf in leaves), default=1)
         slots = max((len(leaf.features) for leaf in leaves), default=1)
@@ -119,6 +128,58 @@ class LeafTableTreeShap:
 
         self._table = np.concatenate(tables) if tables else np.zeros((1, outputs))
         self.expected_value = expected
+        self._tree_mode = False
+        self._tabulate_trees(leaves, tree_of_leaf, split_of, tables)
+
+    def _tabulate_trees(
+        self,
+        leaves: list[_Leaf],
+        tree_of_leaf: list[int],
+        split_of: dict[int, int],
+        leaf_tables: list[np.ndarray],
+    ) -> None:
+        """Whole-tree tables, when every tree is small enough."""
+        by_tree: dict[int, list[int]] = {}
+        for index, tree in enumerate(tree_of_leaf):
+            by_tree.setdefault(tree, []).append(index)
+
+        tree_splits: list[list[int]] = []
+        for members in by_tree.values():
+            splits = sorted({split_of[n] for i in members for n, _, _ in leaves[i].conditions})
+            if len(splits) > MAX_TREE_SPLITS:
+                return
+            tree_splits.append(splits)
+
+        width = max((len(splits) for splits in tree_splits), default=1) or 1
+        # Padding slots test column 0 against -inf: never "left", so bit 0.
+        self._tree_feature = np.zeros((len(tree_splits), width), dtype=np.intp)
+        self._tree_threshold = np.full((len(tree_splits), width), -np.inf)
+        self._tree_missing_left = np.zeros((len(tree_splits), width), dtype=bool)
+        self._tree_weights = (1 << np.arange(width)).astype(np.int32)
+        self._tree_start = np.zeros(len(tree_splits), dtype=np.int32)
+
+        tables = []
+        rows = 0
+        for t, (members, splits) in enumerate(zip(by_tree.values(), tree_splits, strict=True)):
+            self._tree_feature[t, : len(splits)] = self._split_feature[splits]
+            self._tree_threshold[t, : len(splits)] = self._split_threshold[splits]
+            self._tree_missing_left[t, : len(splits)] = self._split_missing_left[splits]
+            self._tree_start[t] = rows
+            position = {split: bit for bit, split in enumerate(splits)}
+            table = np.zeros((1 << len(splits), self._table.shape[1]))
+            for outcome in range(1 << len(splits)):
+                for i in members:
+                    pattern = (1 << len(leaves[i].features)) - 1
+                    for node, left, slot in leaves[i].conditions:
+                        went_left = (outcome >> position[split_of[node]]) & 1
+                        if went_left != left:
+                            pattern &= ~(1 << slot)
+                    table[outcome] += leaf_tables[i][pattern]
+            tables.append(table)
+            rows += len(table)
+
+        self._table = np.concatenate(tables)
+        self._tree_mode = True
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
         """Contributions per event (rows of X) and output, in the model's log-odds."""
@@ -131,6 +192,9 @@ class LeafTableTreeShap:
         return np.concatenate(parts)
 
     def _chunk(self, X: np.ndarray) -> np.ndarray:
+        if self._tree_mode:
+            return self._sum_rows(self._tree_patterns(X) + self._tree_start)
+
         # 1. every split of every tree, for every event
         values = X[:, self._split_feature]
         go_left = values <= self._split_threshold
@@ -146,14 +210,31 @@ class LeafTableTreeShap:
             broken = go_left[:, split] != left
             pattern &= ~(broken * bit)
 
-        # 3. sum each leaf's table row for its pattern: a sparse 0/1 product
+        return self._sum_rows(pattern + self._starts)
+
+    def _tree_patterns(self, X: np.ndarray) -> np.ndarray:
+        """1-2. each tree's pattern: the event's direction at each of its splits."""
+        values = X[:, self._tree_feature]
+        go_left = values <= self._tree_threshold
+        missing = np.isnan(values)
+        if missing.any():
+            go_left = np.where(missing, self._tree_missing_left, go_left)
+
+        if go_left.shape[2] <= 8:
+            # One byte per tree holds its directions: packbits is the cheap sum.
+            packed = np.packbits(go_left, axis=2, bitorder="little")
+            return packed[:, :, 0].astype(np.int32)
+        return (go_left * self._tree_weights).sum(axis=2, dtype=np.int32)
+
+    def _sum_rows(self, rows: np.ndarray) -> np.ndarray:
+        """3. per event, the sum of the table rows picked: a sparse 0/1 product."""
         picks = sparse.csr_matrix(
             (
-                np.ones(pattern.size, dtype=np.float64),
-                (pattern + self._starts).ravel(),
-                np.arange(0, pattern.size + 1, pattern.shape[1]),
+                np.ones(rows.size, dtype=np.float64),
+                rows.ravel(),
+                np.arange(0, rows.size + 1, rows.shape[1]),
             ),
-            shape=(len(X), len(self._table)),
+            shape=(len(rows), len(self._table)),
         )
         return np.asarray(picks @ self._table)
 
