@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SOURCE ?= synthetic
 EVENTS ?= 20000
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean deploy-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m scorer demo --source $(SOURCE) --events $(EVENTS)
 
-test: $(STAMP)
+test: $(STAMP) deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The deployment checks need Debian's prometheus (prometheus and promtool) and
+# docker-compose (v1 validates a compose file without a Docker engine). They are
+# installed when missing and we are root; otherwise those checks skip and say why.
+deploy-tools:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	    && command -v docker-compose >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "deploy-tools: not root or no apt-get; deployment checks will skip"; \
+	  exit 0; fi; \
+	echo "deploy-tools: apt-get install prometheus docker-compose"; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus docker-compose >/dev/null; } \
+	  || echo "deploy-tools: apt-get failed; deployment checks will skip"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

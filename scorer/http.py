@@ -75,12 +75,16 @@ class HttpContext:
         return self.service.settings.batch_size
 
 
-def readiness(model_loaded: bool, joined: bool, stopping: bool) -> str | None:
+def readiness(
+    model_loaded: bool, joined: bool, stopping: bool, connected: bool = True
+) -> str | None:
     """None when ready to serve, else the reason why not."""
     if stopping:
         return "shutting down"
     if not model_loaded:
         return "no model is loaded"
+    if not connected:
+        return "the Kafka broker is unreachable"
     if not joined:
         return "the consumer has not joined its group (or is rebalancing)"
     return None
@@ -112,7 +116,11 @@ def create_app(
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         reason = readiness(
-            context.models.loaded, context.service.joined, context.stop.is_set()
+            context.models.loaded,
+            context.service.joined,
+            context.stop.is_set(),
+            # Services that watch the broker say so; others count as connected.
+            bool(getattr(context.service, "connected", True)),
         )
         if reason is not None:
             return JSONResponse({"status": "not ready", "reason": reason}, 503)

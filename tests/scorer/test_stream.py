@@ -190,6 +190,8 @@ def test_unreachable_broker_is_one_clear_line(registry: Path, tmp_path: Path) ->
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "TXRISK_MODEL_DIR": str(registry),
+        # Any free port: the HTTP port is claimed before Kafka is tried.
+        "TXRISK_HTTP_PORT": "0",
     }
     import os
 
