@@ -26,10 +26,9 @@ from fastapi.responses import JSONResponse
 from scorer import metrics
 from scorer.decode import Invalid, check_document
 from scorer.models import ModelManager
-from scorer.publish import encode_result
-from scorer.score import score_batch
+from scorer.score import ScoredBatch, score_events
 from scorer.settings import ScorerSettings
-from txrisk.contracts import RiskResult, TransactionEvent, event_model
+from txrisk.contracts import TransactionEvent, event_model
 from txrisk.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -196,17 +195,23 @@ async def _predict(context: HttpContext, request: Request) -> Response:
     if errors:
         return _invalid(errors)
 
+    settings = context.service.settings
     try:
-        top_k = context.service.settings.top_features
-        results: list[RiskResult] = await context.service.run_in_worker(
-            score_batch, bundle, events, top_k, datetime.now(UTC)
+        # The stream's scoring call with the stream's settings.
+        scored: ScoredBatch = await context.service.run_in_worker(
+            score_events,
+            bundle,
+            events,
+            settings.top_features,
+            datetime.now(UTC),
+            settings.explain == "flagged",
         )
     except RuntimeError:
         # The scoring thread is gone: the scorer is shutting down.
         return _problem(503, "shutting down")
 
     # The stream's own encoding, so the bytes match a published result.
-    encoded = [encode_result(result)[1] for result in results]
+    encoded = [value for _, value in scored.encoded()]
     content = encoded[0] if single else b"[" + b",".join(encoded) + b"]"
     return Response(content, media_type="application/json")
 
