@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import (
@@ -47,7 +47,7 @@ from prometheus_client import (
 )
 
 from txrisk.bundle import BundleMetadata
-from txrisk.contracts import DeadLetter
+from txrisk.contracts import DeadLetter, DeadLetterKind
 
 if TYPE_CHECKING:
     # Only for annotations: scorer.score itself imports this module.
@@ -171,9 +171,7 @@ HTTP_SECONDS = Histogram(
 SWAP_OUTCOMES = ("swapped", "refused", "shadowed")
 for _outcome in SWAP_OUTCOMES:
     MODEL_SWAPS.labels(_outcome)
-DEAD_LETTER_REASONS = (
-    "empty", "not_utf8", "not_json", "not_object", "missing_tx_id", "invalid_field"
-)
+DEAD_LETTER_REASONS: tuple[str, ...] = get_args(DeadLetterKind)
 for _reason in DEAD_LETTER_REASONS:
     DEAD_LETTERS.labels(_reason)
 

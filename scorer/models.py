@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scorer import metrics
 from txrisk.bundle import ModelBundle, list_versions, load_bundle
 from txrisk.contracts import ControlMessage
 from txrisk.errors import BundleError
@@ -136,6 +137,7 @@ class ModelManager:
         if message.action == "shadow":
             self.shadow = bundle
             self.swaps["shadowed"] += 1
+            metrics.record_swap("shadowed", version)
             self._log_loaded("shadow loaded", bundle)
             return
 
@@ -144,6 +146,8 @@ class ModelManager:
         if self.shadow is not None and self.shadow.version == version:
             self.shadow = None
         self.swaps["swapped"] += 1
+        metrics.record_swap("swapped", version)
+        metrics.set_active_model(version, bundle.metadata)
         logger.info("model swapped from=%s to=%s", previous, version)
 
     def close(self) -> None:
@@ -165,6 +169,7 @@ class ModelManager:
     def _refuse(self, version: str, reason: str) -> None:
         self.last_refusal = Refusal(version=version, reason=reason, at=datetime.now(UTC))
         self.swaps["refused"] += 1
+        metrics.record_swap("refused", version)
         serving = self._active.version if self._active else "none"
         logger.warning(
             "model refused version=%s serving=%s reason=%s", version, serving, reason
