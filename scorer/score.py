@@ -24,7 +24,6 @@ from scorer.metrics import EXPLANATION
 from txrisk.bundle import ModelBundle
 from txrisk.contracts import RiskResult, ShadowScore, TransactionEvent
 from txrisk.explain import top_features
-from txrisk.frame import to_frame
 
 _DATETIME = TypeAdapter(datetime)
 
@@ -110,7 +109,7 @@ def score_events(
     rows = [event.__dict__ for event in events]
 
     if rows:
-        prepared = bundle.pipeline[:-1].transform(to_frame(spec, rows))
+        prepared = bundle.prepare_rows(rows)
         probabilities = np.clip(bundle.pipeline[-1].predict_proba(prepared)[:, 1], 0, 1)
     else:
         probabilities = np.zeros(0)
@@ -154,7 +153,8 @@ def shadow_scores(shadow: ModelBundle, scored: ScoredBatch) -> list[ShadowScore]
     """The candidate's probabilities for events the serving model just scored."""
     if not len(scored):
         return []
-    probabilities = shadow.pipeline.predict_proba(to_frame(shadow.spec, scored.rows))[:, 1]
+    prepared = shadow.prepare_rows(scored.rows)
+    probabilities = shadow.pipeline[-1].predict_proba(prepared)[:, 1]
     threshold = shadow.metadata.threshold
 
     return [

@@ -8,12 +8,14 @@ byte of it; only then does it unpickle and check the pipeline against its canary
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from txrisk.errors import BundleError
 from txrisk.explain import Explainer
 from txrisk.frame import to_frame
+from txrisk.prepare import CompiledPrepare, compile_prepare
 from txrisk.spec import FeatureSpec
 
 logger = logging.getLogger(__name__)
@@ -96,6 +99,9 @@ class ModelBundle:
     pipeline: Pipeline
     explainer: Explainer
     path: Path
+    # The prepare step as plain array operations, when it reproduced the
+    # pipeline's own output exactly on the canary batch.
+    compiled: CompiledPrepare | None = None
 
     @property
     def version(self) -> str:
@@ -104,6 +110,12 @@ class ModelBundle:
     @property
     def spec(self) -> FeatureSpec:
         return self.metadata.spec
+
+    def prepare_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The classifier's input for validated events, by the fastest exact path."""
+        if self.compiled is not None:
+            return self.compiled.transform(rows)
+        return np.asarray(self.pipeline[:-1].transform(to_frame(self.spec, rows)))
 
     def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Fraud probability per row (plain pipeline path, for checks and reports)."""
@@ -327,7 +339,25 @@ def load_bundle(
         path=folder,
     )
     _check_canary(bundle)
-    return bundle
+    return dataclasses.replace(bundle, compiled=_compiled(bundle))
+
+
+def _compiled(bundle: ModelBundle) -> CompiledPrepare | None:
+    compiled = compile_prepare(bundle.pipeline[0])
+    canary = bundle.metadata.canary
+    if compiled is None or canary is None or not canary.events:
+        return None
+
+    rows = [dict(event) for event in canary.events]
+    expected = bundle.pipeline[:-1].transform(to_frame(bundle.spec, rows))
+    if not np.array_equal(compiled.transform(rows), expected):
+        logger.warning(
+            "version %s: compiled prepare differs from the pipeline; using the "
+            "pipeline",
+            bundle.version,
+        )
+        return None
+    return compiled
 
 
 def _check_canary(bundle: ModelBundle) -> None:
