@@ -17,7 +17,7 @@ from scorer import metrics
 from scorer.control import ControlListener
 from scorer.http import HttpServer
 from scorer.models import ModelManager
-from scorer.service import ScorerService
+from scorer.service import PublishFailed, ScorerService
 from scorer.settings import ScorerSettings
 from txrisk.broker import TopicPlan, create_topics_sync
 from txrisk.bundle import signing_key
@@ -211,6 +211,10 @@ async def _serve(settings: ScorerSettings) -> int:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_until_done(service.run(stop), stop))
             tasks.create_task(_until_done(listener.run(stop), stop))
+    except* PublishFailed as failed:
+        # One error line and exit 2 rather than a traceback; nothing past the
+        # unpublished batch was committed, so a restart scores it again.
+        raise failed.exceptions[0] from None
     finally:
         await listener.close()
         await service.close()

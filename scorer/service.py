@@ -8,10 +8,12 @@ crash can repeat the last batch but never skip one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +21,12 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+)
 from threadpoolctl import threadpool_limits
 
 from scorer import metrics
@@ -52,10 +59,34 @@ T = TypeVar("T")
 # How often the service logs a progress line and its dead-letter summary: often
 # enough to see it working, rare enough not to flood an operator's log.
 PROGRESS_INTERVAL_S = 30.0
+# With no records for this long, the run loop asks the broker for metadata to
+# tell an idle stream from an unreachable broker: readiness turns 503 within a
+# few seconds of an outage, and one small request every 2 s is nothing to a
+# broker. Under load the records themselves show the broker is there.
+BROKER_CHECK_INTERVAL_S = 2.0
+# A check that takes longer counts as failed; a black-holed broker would
+# otherwise hold it for the client's whole request timeout.
+BROKER_CHECK_TIMEOUT_S = 5.0
+# Backoff between checks while the broker is unreachable: it doubles from the
+# first to the last, so an outage costs a metadata request every 2 s rather
+# than a busy loop, and recovery is seen within 2 s.
+BROKER_BACKOFF_S = (0.5, 2.0)
+# While the broker stays unreachable, the warning is repeated this often.
+OUTAGE_LOG_INTERVAL_S = 30.0
+# The longest wait between two publish attempts of one batch.
+PUBLISH_BACKOFF_MAX_S = 10.0
+# A batch slower than this share of max_poll_interval_ms halves the batch
+# size; one faster than a quarter of it doubles it again (up to batch_size).
+# Between the two the size stays, so it does not oscillate.
+SLOW_BATCH_SHARE = 0.5
 
 
 class StartupError(UserError):
     """The service cannot start: broker unreachable or topics missing."""
+
+
+class PublishFailed(UserError):
+    """Results could not be published after every attempt; nothing was committed."""
 
 
 @dataclass
@@ -107,7 +138,15 @@ class ScorerService:
         self._publisher: Publisher | None = None
         self._last_progress = time.monotonic()
         self._progress_mark = Counts()
+        # Readiness: partitions assigned and the broker reachable. Kept as a
+        # plain attribute (read by /readyz) and derived from the two below.
         self.joined = False
+        self.connected = True
+        self._assigned = False
+        # Monotonic time the broker last answered (records or a metadata check).
+        self._last_contact = time.monotonic()
+        # Records per poll: batch_size, lowered while batches run slow.
+        self._batch_limit = settings.batch_size
         self._dead_letter_log = DeadLetterSummary()
 
     async def start(self) -> None:
@@ -120,6 +159,8 @@ class ScorerService:
             enable_idempotence=s.kafka_idempotence,
             linger_ms=5,
             max_batch_size=256 * 1024,
+            request_timeout_ms=s.publish_timeout_ms,
+            transactional_id=_transactional_id(s) if s.kafka_transactional else None,
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
@@ -130,12 +171,23 @@ class ScorerService:
             max_poll_interval_ms=s.max_poll_interval_ms,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(1000, s.session_timeout_ms // 3),
+            # Transactional output is only exactly-once for readers that skip
+            # aborted transactions; the input may come from such a producer too.
+            isolation_level=(
+                "read_committed" if s.kafka_transactional else "read_uncommitted"
+            ),
         )
         try:
             await self._producer.start()
             await self._consumer.start()
         except KafkaError as exc:
             await self.close()
+            if s.kafka_transactional and not isinstance(exc, KafkaConnectionError):
+                raise StartupError(
+                    f"the broker at {s.bootstrap_servers} refused a transactional "
+                    f"producer ({type(exc).__name__}); TXRISK_KAFKA_TRANSACTIONAL "
+                    "needs Apache Kafka, the embedded broker has no transactions"
+                ) from exc
             raise StartupError(
                 f"cannot reach Kafka at {s.bootstrap_servers} ({exc}); check "
                 "KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers"
@@ -169,11 +221,14 @@ class ScorerService:
         """Process batches until `stop` is set; the batch in hand is finished first."""
         assert self._consumer is not None
         while not stop.is_set():
+            if not await self._broker_reachable(stop):
+                continue
             batch = await self._consumer.getmany(
                 timeout_ms=self.settings.batch_wait_ms,
-                max_records=self.settings.batch_size,
+                max_records=self._batch_limit,
             )
             if batch:
+                self._last_contact = time.monotonic()
                 await self.process(batch)
             await metrics.update_lag(self._consumer)
             self._maybe_log_progress()
@@ -181,14 +236,22 @@ class ScorerService:
     async def process(self, batch: Batch) -> None:
         """One batch cycle.
 
-        1. drop partitions revoked since the poll: their new owner rescores them
+        1. drop partitions revoked since the poll (all of them while the group
+           rebalances): their owner rescores them from the last commit
         2. decode, validate, score and explain in the worker thread
         3. publish results and dead letters
-        4. wait until the broker acknowledges all of them
+        4. wait until the broker acknowledges all of them; 3-4 are retried with
+           backoff, and after TXRISK_PUBLISH_ATTEMPTS failures the scorer stops
+           (PublishFailed) with nothing committed
         5. commit the next offset of every partition in the batch
+
+        With TXRISK_KAFKA_TRANSACTIONAL, 3-5 are one Kafka transaction.
         """
         assert self._consumer is not None and self._publisher is not None
+        publisher = self._publisher
         async with self._cycle:
+            if not self._assigned:
+                return
             owned = self._consumer.assignment()
             batch = {tp: records for tp, records in batch.items() if tp in owned}
             if not batch:
@@ -209,15 +272,24 @@ class ScorerService:
                 self.settings.explain == "flagged",
             )
             scoring_s = time.perf_counter() - started
-
-            await self._publisher.publish(
-                output.encoded_results, output.encoded_dead_letters, output.encoded_shadow
-            )
-            acked_at = time.time()
-
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-            await self._commit(offsets)
+
+            async def publish() -> None:
+                await publisher.publish(
+                    output.encoded_results,
+                    output.encoded_dead_letters,
+                    output.encoded_shadow,
+                )
+
+            if self.settings.kafka_transactional:
+                await self._with_retries(lambda: self._in_transaction(publish, offsets))
+                acked_at = time.time()
+            else:
+                await self._with_retries(publish)
+                acked_at = time.time()
+                await self._commit(offsets)
             metrics.IN_FLIGHT.set(0)
+        self._adapt_batch_limit(time.perf_counter() - started)
 
         self._count(records, output)
         metrics.observe_batch(
@@ -254,15 +326,183 @@ class ScorerService:
         assert self._consumer is not None
         try:
             await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on (this member was too slow or was fenced); the
-            # partitions' next owner resumes from the last commit and rescores.
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # The group moved on (this member was too slow or was fenced), or
+            # the coordinator failed. Safe to go on: the partitions' owner
+            # resumes from the last commit and rescores; a later commit of the
+            # same partition covers this one. Duplicates, never a gap.
             logger.warning(
                 "commit failed partitions=%s reason=%s; their events will be "
                 "scored again by the next owner",
                 sorted(f"{tp.topic}/{tp.partition}" for tp in offsets),
-                exc,
+                f"{type(exc).__name__}: {exc}",
             )
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Run one delivery `attempt` until it succeeds, with doubling backoff.
+
+        After TXRISK_PUBLISH_ATTEMPTS failures, PublishFailed: the scorer stops
+        loudly rather than committing past results the broker does not have.
+        A retry sends the whole batch again, so a consumer may see identical
+        duplicates of what the failed attempt did deliver.
+        """
+        s = self.settings
+        for number in range(1, s.publish_attempts + 1):
+            try:
+                await attempt()
+                return
+            except KafkaError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if number == s.publish_attempts:
+                    logger.error(
+                        "publish failed attempts=%d reason=%s; stopping without "
+                        "committing, the batch is scored again after a restart",
+                        number,
+                        reason,
+                    )
+                    raise PublishFailed(
+                        f"could not publish to {s.output_topic}/"
+                        f"{s.dead_letter_topic} after {number} attempts ({reason}); "
+                        "no offset was committed past the unpublished results"
+                    ) from exc
+                delay = min(
+                    s.publish_backoff_ms / 1000 * 2 ** (number - 1),
+                    PUBLISH_BACKOFF_MAX_S,
+                )
+                logger.warning(
+                    "publish failed attempt=%d/%d reason=%s; retrying in %.1fs, "
+                    "offsets stay uncommitted",
+                    number,
+                    s.publish_attempts,
+                    reason,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _in_transaction(
+        self, publish: Callable[[], Awaitable[None]], offsets: dict[TopicPartition, int]
+    ) -> None:
+        """Steps 3-5 as one transaction: results and offsets land together or not."""
+        producer = self._producer
+        assert producer is not None
+        await producer.begin_transaction()
+        try:
+            await publish()
+            await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+            await producer.commit_transaction()
+        except BaseException:
+            # Aborted output is invisible to read_committed consumers; the
+            # attempt is retried as a whole.
+            with contextlib.suppress(KafkaError):
+                await producer.abort_transaction()
+            raise
+
+    async def _broker_reachable(self, stop: asyncio.Event) -> bool:
+        """True while the broker answers; during an outage, wait for it.
+
+        While the broker is unreachable nothing is polled or committed,
+        readiness says not ready, and a warning repeats every
+        OUTAGE_LOG_INTERVAL_S; checks back off up to BROKER_BACKOFF_S[1]. When
+        it answers again the consumer rejoins its group, so every partition
+        resumes from the committed offset the broker holds, never from a
+        position read before the outage (a broker that lost its state, like
+        the embedded one after a restart, would otherwise be read past
+        events). False only when `stop` is set during an outage.
+        """
+        if time.monotonic() - self._last_contact < BROKER_CHECK_INTERVAL_S:
+            return True
+        if await self._check_broker():
+            return True
+
+        down_since = last_log = time.monotonic()
+        self._set_ready(connected=False)
+        logger.warning(
+            "broker unreachable bootstrap=%s; scoring paused, checking again with "
+            "backoff up to %.0fs",
+            self.settings.bootstrap_servers,
+            BROKER_BACKOFF_S[1],
+        )
+        backoff = BROKER_BACKOFF_S[0]
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            if stop.is_set():
+                return False
+            if await self._check_broker():
+                break
+            backoff = min(backoff * 2, BROKER_BACKOFF_S[1])
+            now = time.monotonic()
+            if now - last_log >= OUTAGE_LOG_INTERVAL_S:
+                logger.warning(
+                    "broker still unreachable after %.0fs bootstrap=%s",
+                    now - down_since,
+                    self.settings.bootstrap_servers,
+                )
+                last_log = now
+
+        logger.info(
+            "broker reachable again after %.1fs; resuming from the committed "
+            "offsets once the group has assigned the partitions",
+            time.monotonic() - down_since,
+        )
+        if self._assigned:
+            # The group has not rebalanced (it had no time to notice): force it,
+            # since only a new assignment resets the positions. Otherwise the
+            # rebalance under way does that already.
+            self._rejoin()
+        self._set_ready(connected=True)
+        return True
+
+    async def _check_broker(self) -> bool:
+        assert self._consumer is not None
+        try:
+            await asyncio.wait_for(self._consumer.topics(), BROKER_CHECK_TIMEOUT_S)
+        except (KafkaError, TimeoutError):
+            return False
+        self._last_contact = time.monotonic()
+        return True
+
+    def _rejoin(self) -> None:
+        """Leave and rejoin the group: positions restart from committed offsets."""
+        assert self._consumer is not None
+        self._set_ready(assigned=False)
+        self._consumer.unsubscribe()
+        self._consumer.subscribe(
+            [self.settings.input_topic], listener=_RebalanceListener(self)
+        )
+
+    def _set_ready(
+        self, *, assigned: bool | None = None, connected: bool | None = None
+    ) -> None:
+        if assigned is not None:
+            self._assigned = assigned
+        if connected is not None:
+            self.connected = connected
+        self.joined = self._assigned and self.connected
+
+    def _adapt_batch_limit(self, cycle_s: float) -> None:
+        """Halve the batch size after a batch that took over half the poll
+        interval; double it again after fast ones.
+
+        A batch longer than max_poll_interval_ms costs this member its
+        partitions and is scored again; smaller batches make sure the retry
+        fits, so a slow model degrades throughput instead of looping forever.
+        """
+        interval_s = self.settings.max_poll_interval_ms / 1000
+        if cycle_s > interval_s * SLOW_BATCH_SHARE and self._batch_limit > 1:
+            self._batch_limit = max(1, self._batch_limit // 2)
+            logger.warning(
+                "slow batch took=%.1fs max_poll_interval=%.0fs; batch size "
+                "lowered to %d",
+                cycle_s,
+                interval_s,
+                self._batch_limit,
+            )
+        elif (
+            cycle_s < interval_s * SLOW_BATCH_SHARE / 2
+            and self._batch_limit < self.settings.batch_size
+        ):
+            self._batch_limit = min(self.settings.batch_size, self._batch_limit * 2)
 
     def _count(self, records: Sequence[ConsumerRecord], output: BatchOutput) -> None:
         c = self.counts
@@ -341,14 +581,18 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         # owns its partitions.
         async with self._service._cycle:
             pass
-        self._service.joined = False
+        self._service._set_ready(assigned=False)
         metrics.forget_partitions(revoked)
         if revoked:
             logger.info("partitions revoked %s", _names(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._service.joined = True
+        self._service._set_ready(assigned=True)
         logger.info("partitions assigned %s", _names(assigned))
+
+
+def _transactional_id(settings: ScorerSettings) -> str:
+    return settings.transactional_id or f"{settings.group_id}-{socket.gethostname()}"
 
 
 def _names(partitions: set[TopicPartition]) -> str:

@@ -54,12 +54,33 @@ class ScorerSettings(BaseSettings):
     # Scale out with processes in the consumer group instead.
     scoring_threads: int = Field(default=1, ge=1, le=256)
     # A batch that scores longer than this makes the broker think the member
-    # died; five minutes is far above any batch we size.
+    # died; five minutes is far above any batch we size. A batch that takes
+    # more than half of it halves the batch size, so a slow model cannot make
+    # the scorer rescore the same batch forever.
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     # Idempotent producers need InitProducerId, which the embedded broker lacks;
     # turn on for Apache Kafka.
     kafka_idempotence: bool = False
+    # Exactly-once: results, dead letters and the input offsets in one Kafka
+    # transaction per batch (Apache Kafka only; the embedded broker lacks
+    # InitProducerId). Off by default: at-least-once with identical duplicates
+    # is what most consumers want, and transactions cost a round trip a batch.
+    kafka_transactional: bool = False
+    # The producer's transactional.id; a restarted replica must reuse its id
+    # so the broker fences the old one. Empty: "<group_id>-<hostname>", stable
+    # for a StatefulSet pod or a fixed host.
+    transactional_id: str = ""
+    # How long one publish attempt waits for the broker (the producer's request
+    # timeout): 30 s rides out a partition leader election on Apache Kafka.
+    publish_timeout_ms: int = Field(default=30_000, ge=1_000, le=600_000)
+    # Publish attempts per batch before the scorer exits non-zero without
+    # committing. With the backoff below, 6 attempts span the first ~30 s of
+    # broker trouble (plus up to one timeout each): long enough for a broker
+    # restart, short enough that a dead output topic pages someone quickly.
+    publish_attempts: int = Field(default=6, ge=1, le=100)
+    # First wait between publish attempts; it doubles each time, up to 10 s.
+    publish_backoff_ms: int = Field(default=1_000, ge=0, le=60_000)
     allow_sklearn_mismatch: bool = False
     client_id: str = "txrisk-scorer"
     # HTTP beside the stream (/metrics, /healthz, /readyz, /model, /predict).
