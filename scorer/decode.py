@@ -7,6 +7,7 @@ a one-line reason; nothing in this module raises for bad input.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,14 @@ logger = logging.getLogger(__name__)
 # The part of an offending value quoted in a reason: enough to recognise it,
 # short enough that a 10 MB string does not become a 10 MB dead letter reason.
 QUOTE_CHARS = 40
+# A dead letter keeps at most this much of the message, so that it stays under
+# the producer's and the broker's 1 MB message limit even if every character
+# is escaped on the way out (6 bytes each); the whole message stays in the
+# input topic at `source`. Events are a few hundred bytes, so only hostile or
+# broken messages are cut.
+PAYLOAD_MAX_CHARS = 64 * 1024
+# Keys are ids; a longer one is cut the same way (and marked by the same flag).
+KEY_MAX_CHARS = 1024
 
 
 def decode(
@@ -44,6 +53,11 @@ def decode(
         document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         return dead_letter("not_json", f"the value is not JSON ({exc})", value, key, source)
+
+    if isinstance(document, dict) and _may_repeat_keys(text, document):
+        repeated = _repeated_key(text)
+        if repeated is not None:
+            return dead_letter(*repeated, value, key, source)
 
     try:
         checked = check_document(document, event_type)
@@ -96,6 +110,55 @@ def check_document(
         return Invalid("invalid_field", _reason(exc), _field_errors(exc))
 
 
+def _may_repeat_keys(text: str, document: dict[str, Any]) -> bool:
+    """False when a cheap count proves no key of `text` repeats.
+
+    orjson silently keeps the last of repeated keys; a payment event that says
+    two things is refused instead, but the exact check costs four times the
+    parse, so it only runs when this one cannot rule repeats out. Without a
+    backslash, a `"` followed by `:` or ` :` ends a key and nothing else; with
+    no tab, newline, or quote followed by two spaces, every key is followed by
+    one of those. The count is then the number of keys written at every depth,
+    equal to the object's size only if no key repeats and nothing is nested.
+    """
+    if "\\" in text or "\n" in text or "\t" in text or "\r" in text or '"  ' in text:
+        return True
+    return text.count('":') + text.count('" :') != len(document)
+
+
+def _no_value(token: str) -> None:
+    return None
+
+
+def _repeated_key(text: str) -> tuple[DeadLetterKind, str] | None:
+    """The dead letter's kind and reason if a key repeats in any object."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for name, _ in items:
+            if name in seen:
+                repeated.append(name)
+            seen.add(name)
+
+    try:
+        # Numbers are not needed, and not converting them keeps 5,000-digit
+        # integers (refused by int()) from failing the check.
+        json.loads(
+            text, object_pairs_hook=pairs, parse_int=_no_value, parse_float=_no_value
+        )
+    except RecursionError:
+        return "not_json", "the value is nested too deeply to check its keys"
+    except ValueError:
+        return None  # orjson parsed it: only a constant or a float can get here
+    if not repeated:
+        return None
+    name = repr(repeated[0])
+    if len(name) > QUOTE_CHARS:
+        name = name[:QUOTE_CHARS] + "…"
+    return "duplicate_key", f"key {name} appears more than once in an object"
+
+
 def dead_letter(
     kind: DeadLetterKind,
     reason: str,
@@ -104,26 +167,32 @@ def dead_letter(
     source: SourceRef,
 ) -> DeadLetter:
     """A dead letter that keeps the original bytes, as text when they are UTF-8."""
-    payload, encoding = _as_text(value)
-    key_text, _ = _as_text(key)
+    payload, encoding, cut = _as_text(value, PAYLOAD_MAX_CHARS)
+    key_text, _, key_cut = _as_text(key, KEY_MAX_CHARS)
     return DeadLetter(
         error=kind,
         reason=reason,
         source=source,
         payload=payload,
         payload_encoding=encoding,
+        payload_truncated=cut or key_cut,
         key=key_text,
         failed_at=datetime.now(UTC),
     )
 
 
-def _as_text(raw: bytes | None) -> tuple[str | None, Any]:
+def _as_text(raw: bytes | None, limit: int) -> tuple[str | None, Any, bool]:
+    """The bytes as text (base64 if not UTF-8), at most `limit` characters,
+    and whether they were cut."""
     if raw is None:
-        return None, "utf-8"
+        return None, "utf-8", False
     try:
-        return raw.decode("utf-8"), "utf-8"
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), "base64"
+        # base64 writes 4 characters for 3 bytes.
+        kept = raw[: limit // 4 * 3]
+        return base64.b64encode(kept).decode("ascii"), "base64", len(kept) < len(raw)
+    return text[:limit], "utf-8", len(text) > limit
 
 
 def _error(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:

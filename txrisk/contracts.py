@@ -152,7 +152,14 @@ class ShadowScore(BaseModel):
 
 
 DeadLetterKind = Literal[
-    "empty", "not_utf8", "not_json", "not_object", "missing_tx_id", "invalid_field"
+    "empty",
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "missing_tx_id",
+    "invalid_field",
+    # A key appears twice in one object: which value counts is ambiguous.
+    "duplicate_key",
 ]
 
 
@@ -176,6 +183,11 @@ class DeadLetter(BaseModel):
     source: SourceRef
     payload: str | None = Field(description="the original value; base64 if not UTF-8")
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    payload_truncated: bool = Field(
+        default=False,
+        description="payload or key cut to its first 64 KiB (key: 1 KiB); the "
+        "whole message stays in the input topic at `source`",
+    )
     key: str | None = Field(default=None, description="the original key; base64 if not UTF-8")
     failed_at: datetime
 
