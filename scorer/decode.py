@@ -52,7 +52,10 @@ def decode(
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return dead_letter("not_json", f"the value is not JSON ({exc})", value, key, source)
+        document = _parse_overflowing(text)
+        if document is None:
+            reason = f"the value is not JSON ({exc})"
+            return dead_letter("not_json", reason, value, key, source)
 
     if isinstance(document, dict) and _may_repeat_keys(text, document):
         repeated = _repeated_key(text)
@@ -108,6 +111,23 @@ def check_document(
         return event_type.model_validate(document)
     except ValidationError as exc:
         return Invalid("invalid_field", _reason(exc), _field_errors(exc))
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _parse_overflowing(text: str) -> Any | None:
+    """Parse JSON that orjson refuses only for a number beyond a double (1e400).
+
+    The standard parser reads such numbers as infinity, so validation can name
+    the field; NaN and Infinity tokens stay refused. Only runs on the rare
+    message orjson refused, so its slowness does not matter.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _may_repeat_keys(text: str, document: dict[str, Any]) -> bool:

@@ -16,12 +16,13 @@ from trainer.evaluate import classification_metrics, threshold_for_recall
 from trainer.pipeline import build_pipeline
 from txrisk.bundle import (
     BundleMetadata,
+    check_version_name,
     library_versions,
     new_version,
     save_bundle,
     signing_key,
 )
-from txrisk.errors import DataError
+from txrisk.errors import BundleError, DataError, UserError
 from txrisk.explain import is_explainable
 from txrisk.frame import to_frame
 from txrisk.spec import FeatureSpec
@@ -54,6 +55,12 @@ def train(
     5. measure on the test part
     6. save the bundle with its canary batch
     """
+    if options.version is not None:
+        # Checked before, not after, a long fit.
+        try:
+            check_version_name(options.version)
+        except BundleError as exc:
+            raise UserError(f"--version: {exc}") from exc
     dataset = load_dataset(data, spec)
 
     fit_rows, threshold_rows, test_rows = _split(dataset, options)

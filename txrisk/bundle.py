@@ -25,7 +25,7 @@ import joblib
 import numpy as np
 import orjson
 import sklearn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sklearn.pipeline import Pipeline
 
 from txrisk.errors import BundleError
@@ -72,7 +72,8 @@ class BundleMetadata(BaseModel):
     model_config = ConfigDict(frozen=True, protected_namespaces=())
 
     version: str = Field(pattern=VERSION_PATTERN.pattern)
-    created_at: datetime
+    # Aware: versions are ordered by it, and naive and aware times do not compare.
+    created_at: AwareDatetime
     estimator: str
     params: dict[str, Any]
     spec: FeatureSpec
@@ -165,6 +166,16 @@ def new_version(registry: Path, now: datetime | None = None) -> str:
     return version
 
 
+def check_version_name(version: str) -> str:
+    """`version` if it can name a registry folder, else a `BundleError`."""
+    if not VERSION_PATTERN.match(version) or version in {".", ".."}:
+        raise BundleError(
+            f"version {version!r} is not a plain name: use letters, digits, '.', "
+            "'_' and '-', starting with a letter or digit"
+        )
+    return version
+
+
 def save_bundle(
     registry: Path,
     pipeline: Pipeline,
@@ -184,8 +195,8 @@ def save_bundle(
     for name in extra_files:
         if not VERSION_PATTERN.match(name) or name in {MODEL_FILE, METADATA_FILE}:
             raise BundleError(f"bundle file name {name!r} is not a plain free name")
+    version = check_version_name(metadata["version"])
     registry.mkdir(parents=True, exist_ok=True)
-    version = metadata["version"]
     final = registry / version
     if final.exists():
         raise BundleError(f"version {version!r} already exists in {registry}")
@@ -226,11 +237,7 @@ def read_metadata(folder: Path) -> BundleMetadata:
 
 def bundle_folder(registry: Path, version: str) -> Path:
     """The folder of `version`, refusing names and links that leave the registry."""
-    if not VERSION_PATTERN.match(version) or version in {".", ".."}:
-        raise BundleError(
-            f"version {version!r} is not a plain name (letters, digits, . _ -)"
-        )
-
+    check_version_name(version)
     root = registry.resolve()
     folder = registry / version
     resolved = folder.resolve()

@@ -28,8 +28,8 @@ class NumericField(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min: float = 0.0
-    max: float = Field(default=1e12, le=FLOAT32_MAX)
+    min: float = Field(default=0.0, ge=-FLOAT32_MAX, allow_inf_nan=False)
+    max: float = Field(default=1e12, le=FLOAT32_MAX, allow_inf_nan=False)
     integer: bool = False
 
     @model_validator(mode="after")
@@ -98,6 +98,8 @@ def load_spec(source: str | Path | None = None) -> FeatureSpec:
         path = Path(name)
         try:
             text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"--spec {name}: not UTF-8 text (byte {exc.start})") from exc
         except OSError as exc:
             raise SpecError(
                 f"--spec {name}: cannot read it ({exc.strerror}); give a TOML file "
