@@ -68,6 +68,12 @@ def build_parser() -> Parser:
         action="store_true",
         help="announce the new version on the control topic (activate) when done",
     )
+    fit.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write report.md, report.html and plots into the bundle (default on)",
+    )
     _add_control_flags(fit)
     fit.set_defaults(command=_train)
 
@@ -202,6 +208,7 @@ def _train(args: argparse.Namespace) -> int:
         test_size=args.test_size,
         target_recall=args.target_recall,
         version=args.version,
+        report=args.report,
     )
     meta = train(args.data, spec, args.model_dir, options)
     m = meta.metrics

@@ -430,27 +430,34 @@ def _value(value: Any) -> str:
 
 
 def _reproducibility(r: ReportInput) -> str:
-    o = r.options
+    o, lat = r.options, r.latency
+    options = (
+        f"folds {o.folds}, seed {o.seed}, target recall {o.target_recall}, "
+        f"test size {o.test_size}, threshold size {o.threshold_size}"
+    )
+    if r.selection is not None:
+        options += f", models {', '.join(o.models)}, tuning " + (
+            f"on ({o.candidates} candidates)" if o.tune else "off"
+        )
+    else:
+        options += " (`train`: the seed model on stratified parts)"
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in r.timings.items())
-    libs = ", ".join(f"{k} {v}" for k, v in sorted(r.libraries.items()))
     # Other work on the machine slows every figure here; say how busy it was.
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    lat = r.latency
-    return (
-        "## Reproducibility\n\n"
-        f"- options: folds {o.folds}, seed {o.seed}, target recall "
-        f"{o.target_recall}, test size {o.test_size}, threshold size "
-        f"{o.threshold_size}, models {', '.join(o.models)}, tuning "
-        f"{'on' if o.tune else 'off'} ({o.candidates} candidates)\n"
-        f"- time: {timing} (two cores; load average at the end {load})\n"
+    libs = ", ".join(f"{k} {v}" for k, v in sorted(r.libraries.items()))
+    lines = [
+        "## Reproducibility\n",
+        f"- options: {options}",
+        f"- time: {timing} (two cores; load average 1/5/15 min at the end: {load})",
         f"- served model latency, one thread: one event p50 "
         f"{lat['single_p50_ms']:.1f} ms, p95 {lat['single_p95_ms']:.1f} ms; in "
-        f"batches of 1,000 {lat['batch_p50_us']:.0f} us per event; explanations add "
-        f"{lat['explain_batch_us']:.0f} us per event\n"
-        f"- libraries: {libs}\n"
+        f"batches of 1,000 {lat['batch_p50_us']:.0f} us per event; explanations "
+        f"add {lat['explain_batch_us']:.0f} us per event",
+        f"- libraries: {libs}",
         "- parameters, threshold, metrics and the data fingerprint are in "
-        "`metadata.json` beside this report\n"
-    )
+        "`metadata.json` beside this report",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------- plots

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # Classic gradient boosting, random forests and AdaBoost cost 5-40x the fit time
 # of histogram boosting; above this many rows they are compared on a stratified
 # subsample so that the whole study fits in minutes on two cores.
-SLOW_MODEL_ROWS = 50_000
+SLOW_MODEL_ROWS = 30_000
 N_JOBS = 2
 SINGLE_EVENT_CALLS = 100
 BATCH_SIZE = 1_000
@@ -168,8 +168,8 @@ def compare(
     tasks, plan = [], {}
     for item in chosen:
         cap = slow_rows if item.slow else None
-        cv_rows = _subsample(development, y, cap, seed)
-        holdout_fit = _subsample(fit_rows, y, cap, seed)
+        cv_rows = subsample(development, y, cap, seed)
+        holdout_fit = subsample(fit_rows, y, cap, seed)
         plan[item.name] = (len(cv_rows), len(holdout_fit))
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         for fold, (train, test) in enumerate(splitter.split(cv_rows, y[cv_rows])):
@@ -237,7 +237,7 @@ def compare(
     return selection
 
 
-def _subsample(
+def subsample(
     rows: np.ndarray, y: np.ndarray, cap: int | None, seed: int
 ) -> np.ndarray:
     """At most `cap` of `rows`, stratified on the label, in row order."""

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from trainer.data import Dataset, load_dataset, to_events
 from trainer.evaluate import (
@@ -50,6 +51,7 @@ from trainer.select import (
     candidate,
     compare,
     measure_latency,
+    subsample,
 )
 from trainer.tune import TuneResult, pipeline_params, tune
 from txrisk.bundle import (
@@ -64,9 +66,16 @@ from txrisk.explain import Explainer
 from txrisk.frame import to_frame
 from txrisk.spec import FeatureSpec
 
+if TYPE_CHECKING:
+    from trainer.report import ReportInput
+
 logger = logging.getLogger(__name__)
 
 CANARY_SIZE = 32
+# Tuning searches on a stratified subsample of at most this many development
+# rows: past it, PR AUC differences between candidates are smaller than the
+# spread over folds, and the search's last round dominates the study's time.
+TUNE_ROWS = 100_000
 CALIBRATION_METHODS = ("isotonic", "sigmoid")
 
 
@@ -81,7 +90,8 @@ class StudyOptions:
     models: tuple[str, ...] = CANDIDATE_NAMES
     slow_rows: int = SLOW_MODEL_ROWS
     tune: bool = True
-    candidates: int = 24
+    candidates: int = 12
+    tune_rows: int = TUNE_ROWS
     keep_duplicates: bool = False
     version: str | None = None
     latency_calls: int = SINGLE_EVENT_CALLS
@@ -276,7 +286,10 @@ def select_models(
 def tune_model(
     spec: FeatureSpec, prepared: Prepared, options: StudyOptions, model: str
 ) -> TuneResult:
-    dataset, rows = prepared.dataset, prepared.split.development
+    dataset = prepared.dataset
+    rows = subsample(
+        prepared.split.development, dataset.y, options.tune_rows, options.seed
+    )
     return tune(
         spec,
         dataset.X.iloc[rows],
@@ -292,6 +305,15 @@ def evaluate_model(
     pipeline: Pipeline, prepared: Prepared, options: StudyOptions
 ) -> Evaluation:
     """Threshold on the threshold part, figures on the test part, CV beside them."""
+    # Scoring runs many short OpenMP regions; with two threads on a busy
+    # machine each one waits for a descheduled thread, ten times slower.
+    with threadpool_limits(1):
+        return _evaluate(pipeline, prepared, options)
+
+
+def _evaluate(
+    pipeline: Pipeline, prepared: Prepared, options: StudyOptions
+) -> Evaluation:
     dataset, split = prepared.dataset, prepared.split
     X, y = dataset.X, dataset.y
 
@@ -407,45 +429,44 @@ def canary(
     return {"events": events, "probabilities": scores.tolist()}
 
 
-def write_bundle(
+def build_report(
     outcome: StudyOutcome,
     data: Path,
     spec: FeatureSpec,
-    registry: Path,
+    version: str,
     options: StudyOptions,
     started: float,
-) -> BundleMetadata:
-    """Importance, examples and latency for the report, then the bundle itself."""
-    from trainer.report import ReportInput, render, study_summary
+) -> tuple[ReportInput, dict[str, bytes]]:
+    """Importance, examples and latency, then the report files."""
+    from trainer.report import ReportInput, render
 
     step = time.perf_counter()
     prepared, pipeline = outcome.prepared, outcome.pipeline
     dataset, split = prepared.dataset, prepared.split
     X_test, y_test = dataset.X.iloc[split.test], dataset.y[split.test]
-    importance, importance_kind = global_importance(
-        pipeline, spec, X_test, y_test, options.seed
-    )
-    examples = flagged_examples(
-        pipeline,
-        spec,
-        X_test,
-        y_test,
-        dataset.ids.iloc[split.test],
-        outcome.evaluation.test_scores,
-        outcome.evaluation.threshold,
-    )
+    with threadpool_limits(1):  # many short predictions: see evaluate_model
+        importance, importance_kind = global_importance(
+            pipeline, spec, X_test, y_test, options.seed
+        )
+        examples = flagged_examples(
+            pipeline,
+            spec,
+            X_test,
+            y_test,
+            dataset.ids.iloc[split.test],
+            outcome.evaluation.test_scores,
+            outcome.evaluation.threshold,
+        )
     latency = measure_latency(pipeline, X_test, options.latency_calls)
     latency.update(explain_latency(pipeline, spec, X_test))
     outcome.timings["report_inputs"] = time.perf_counter() - step
 
-    version = options.version or new_version(registry)
-    classifier = pipeline[-1]
     report_input = ReportInput(
         version=version,
         created_at=datetime.now(UTC),
         source=data.name,
         spec=spec,
-        estimator=type(classifier).__name__,
+        estimator=type(pipeline[-1]).__name__,
         prepared=prepared,
         selection=outcome.selection,
         tuning=outcome.tuning,
@@ -460,9 +481,25 @@ def write_bundle(
         options=options,
         libraries=report_libraries(),
     )
-    canary_batch = canary(pipeline, dataset, spec, split.test)
-    files = render(report_input)
+    return report_input, render(report_input)
 
+
+def write_bundle(
+    outcome: StudyOutcome,
+    data: Path,
+    spec: FeatureSpec,
+    registry: Path,
+    options: StudyOptions,
+    started: float,
+) -> BundleMetadata:
+    """The report, then the bundle with the report files inside it."""
+    from trainer.report import study_summary
+
+    version = options.version or new_version(registry)
+    report_input, files = build_report(outcome, data, spec, version, options, started)
+
+    pipeline, dataset = outcome.pipeline, outcome.prepared.dataset
+    classifier = pipeline[-1]
     evaluation = outcome.evaluation
     metadata: dict[str, Any] = {
         "version": version,
@@ -475,20 +512,52 @@ def write_bundle(
         "metrics": evaluation.metrics,
         "data": dataset.fingerprint,
         "libraries": library_versions(),
-        "canary": canary_batch,
-        "study": study_summary(report_input, latency),
+        "canary": canary(pipeline, dataset, spec, outcome.prepared.split.test),
+        "study": study_summary(report_input, report_input.latency),
     }
     return save_bundle(
         registry, pipeline, metadata, key=signing_key(), extra_files=files
     )
 
 
+def train_report(
+    data: Path,
+    spec: FeatureSpec,
+    dataset: Dataset,
+    parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    pipeline: Pipeline,
+    version: str,
+    options: StudyOptions,
+) -> dict[str, bytes]:
+    """The report of `python -m trainer train`: no comparison or tuning, the
+    seed model on its stratified fit / threshold / test parts."""
+    started = time.perf_counter()
+    duplicates = int(_duplicated(dataset, spec).sum())
+    prepared = Prepared(
+        dataset=dataset,
+        split=Split(*parts, time_ordered=False),
+        file_rows=len(dataset.y),
+        duplicates=duplicates,
+        duplicates_removed=False,
+    )
+    evaluation = evaluate_model(pipeline, prepared, options)
+    outcome = StudyOutcome(
+        prepared=prepared,
+        selection=None,
+        tuning=None,
+        served=type(pipeline[-1]).__name__,
+        params={},
+        pipeline=pipeline,
+        evaluation=evaluation,
+        timings={"train_and_evaluate": time.perf_counter() - started},
+    )
+    return build_report(outcome, data, spec, version, options, started)[1]
+
+
 def explain_latency(
     pipeline: Pipeline, spec: FeatureSpec, X: pd.DataFrame
 ) -> dict[str, float]:
     """Per-event cost of the explanations the scorer adds (1,000 events, 1 thread)."""
-    from threadpoolctl import threadpool_limits
-
     explainer = Explainer(pipeline, spec)
     prepared = pipeline[:-1].transform(X.iloc[: min(1_000, len(X))])
     with threadpool_limits(1):

@@ -136,9 +136,9 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--slow-rows",
         type=positive_int,
-        default=50_000,
+        default=30_000,
         help="compare forest, gboost and adaboost on a stratified subsample of at "
-        "most this many rows (default 50000)",
+        "most this many rows (default 30000)",
     )
     parser.add_argument(
         "--keep-duplicates",
@@ -152,8 +152,15 @@ def _tune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--candidates",
         type=positive_int,
-        default=24,
-        help="parameter sets drawn for successive halving (default 24)",
+        default=12,
+        help="parameter sets drawn for successive halving (default 12)",
+    )
+    parser.add_argument(
+        "--tune-rows",
+        type=positive_int,
+        default=100_000,
+        help="tune on a stratified subsample of at most this many rows "
+        "(default 100000)",
     )
 
 
@@ -167,7 +174,8 @@ def _options(args: argparse.Namespace, **extra: Any) -> StudyOptions:
         models=args.models,
         slow_rows=args.slow_rows,
         keep_duplicates=args.keep_duplicates,
-        candidates=getattr(args, "candidates", 24),
+        candidates=getattr(args, "candidates", 12),
+        tune_rows=getattr(args, "tune_rows", 100_000),
         **extra,
     )
 

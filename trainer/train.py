@@ -41,6 +41,8 @@ class TrainOptions:
     threshold_size: float = 0.2
     target_recall: float = 0.9
     version: str | None = None
+    # Write report.md, report.html and plots into the bundle (the CLI's default).
+    report: bool = False
 
 
 def train(
@@ -103,7 +105,27 @@ def train(
         "libraries": library_versions(),
         "canary": {"events": canary_events, "probabilities": canary_scores.tolist()},
     }
-    return save_bundle(registry, pipeline, metadata, key=signing_key())
+    extra_files = None
+    if options.report:
+        from trainer.study import StudyOptions, train_report
+
+        extra_files = train_report(
+            data,
+            spec,
+            dataset,
+            (fit_rows, threshold_rows, test_rows),
+            pipeline,
+            metadata["version"],
+            StudyOptions(
+                seed=options.seed,
+                target_recall=options.target_recall,
+                test_size=options.test_size,
+                threshold_size=options.threshold_size,
+            ),
+        )
+    return save_bundle(
+        registry, pipeline, metadata, key=signing_key(), extra_files=extra_files
+    )
 
 
 def _split(

@@ -107,7 +107,7 @@ def tune(
     model: str,
     folds: int,
     seed: int,
-    n_candidates: int = 24,
+    n_candidates: int = 12,
     factor: int = 3,
 ) -> TuneResult:
     """Search `model`'s space on (X, y) and return the best parameters.

@@ -23,7 +23,7 @@ ETHEREUM_DATA = REPO / "data" / "ethereum" / "transactions.csv.gz"
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("select") / "small.parquet"
-    write_table(generate(4_000, seed=5), path)
+    write_table(generate(3_000, seed=5), path)
     return path
 
 
@@ -42,7 +42,7 @@ def test_selection_returns_every_candidate_with_finite_metrics(
         split.threshold,
         folds=3,
         seed=0,
-        slow_rows=2_000,
+        slow_rows=1_000,
         latency_calls=5,
     )
 
@@ -74,7 +74,7 @@ def test_selection_returns_every_candidate_with_finite_metrics(
     }
     # Slow models ran on the subsample, and the table says so.
     slow = {r.name: r.cv_rows for r in selection.results}
-    assert slow["gboost"] == 2_000 and slow["hgb"] == len(split.development)
+    assert slow["gboost"] == 1_000 and slow["hgb"] == len(split.development)
     text = markdown_table(selection) + table_notes(selection)
     assert "subsample" in text and text.count("\n|") >= len(CANDIDATE_NAMES) + 1
 
