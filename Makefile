@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SOURCE ?= synthetic
 EVENTS ?= 20000
 
-.PHONY: demo test lint clean deploy-tools
+.PHONY: demo test lint clean deploy-tools bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m scorer demo --source $(SOURCE) --events $(EVENTS)
+
+# The performance benchmark, every section, median of 3 runs (about 20 minutes;
+# the first run also trains its model into .bench/). BENCH_ARGS adds flags,
+# e.g. BENCH_ARGS="--quick --runs 1" or BENCH_ARGS="--sections 2,4".
+bench: $(STAMP)
+	$(PY) -m scorer bench $(BENCH_ARGS)
 
 test: $(STAMP) deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -163,6 +163,37 @@ def build_parser() -> Parser:
     )
     demo.set_defaults(command=_demo)
 
+    bench = commands.add_parser(
+        "bench",
+        help="the performance benchmark: model, stream, latency, baseline, scale-out, "
+        "memory, model swap",
+        description="Measure the scorer on the embedded broker against a model "
+        "trained on 200,000 synthetic rows (cached in --cache-dir) and beside the "
+        "one-request-per-event baseline; print a table and write the figures as JSON.",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="smoke mode: tiny sizes, about a minute"
+    )
+    bench.add_argument(
+        "--runs", type=positive_int, default=3, help="runs; each figure is their median"
+    )
+    bench.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default: in --cache-dir)"
+    )
+    bench.add_argument(
+        "--sections", default="1,2,3,4,5,6,7", help="sections to run, e.g. 2,4"
+    )
+    bench.add_argument(
+        "--cache-dir", type=Path, default=Path(".bench"), help="model, events and logs"
+    )
+    bench.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="benchmark this registry's newest version instead of the cached model",
+    )
+    bench.set_defaults(command=_bench)
+
     return parser
 
 
@@ -306,6 +337,21 @@ def _demo(args: argparse.Namespace) -> int:
             rate=args.rate,
             bad_share=args.bad_share,
             workdir=args.workdir,
+        )
+    )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from scorer.bench import BenchOptions, parse_sections, run_bench
+
+    return run_bench(
+        BenchOptions(
+            quick=args.quick,
+            runs=args.runs,
+            out=args.out,
+            sections=parse_sections(args.sections),
+            cache_dir=args.cache_dir,
+            model_dir=args.model_dir,
         )
     )
 
