@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import reprlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -240,8 +241,22 @@ def _reason(exc: ValidationError) -> str:
     for error in exc.errors(include_url=False):
         field = ".".join(str(p) for p in error["loc"]) or "event"
         message = error["msg"].removeprefix("Value error, ")
-        quoted = repr(error.get("input"))
+        quoted = _quote(error.get("input"))
         if len(quoted) > QUOTE_CHARS:
             quoted = quoted[:QUOTE_CHARS] + "…"
         parts.append(f"{field}: {message} (got {quoted})")
     return "; ".join(parts)
+
+
+# Lists and objects are quoted two levels deep: repr() of a 1,000-deep list
+# would pass the recursion limit, and only the start is quoted anyway.
+_SHORT = reprlib.Repr(maxlevel=2, maxstring=QUOTE_CHARS, maxother=QUOTE_CHARS)
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, str):
+        # Cut first: repr() of a 10 MB string would copy all of it.
+        return repr(value[: QUOTE_CHARS + 1])
+    if isinstance(value, list | dict | tuple | set):
+        return _SHORT.repr(value)
+    return repr(value)
