@@ -250,7 +250,9 @@ def _reason(exc: ValidationError) -> str:
 
 # Lists and objects are quoted two levels deep: repr() of a 1,000-deep list
 # would pass the recursion limit, and only the start is quoted anyway.
-_SHORT = reprlib.Repr(maxlevel=2, maxstring=QUOTE_CHARS, maxother=QUOTE_CHARS)
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxstring = _SHORT.maxother = QUOTE_CHARS
 
 
 def _quote(value: Any) -> str:
