@@ -161,16 +161,16 @@ QUICK = Sizes(
     batch_sizes=(1, 10, 100, 1_000),
     model_min_s=0.05,
     warm_s=0.5,
-    load_s=3.0,
+    load_s=2.0,
     rates=(1_000.0, 5_000.0),
     baseline_latency_s=1.0,
     baseline_load_s=2.0,
     baseline_concurrency=8,
-    memory_steady_s=2.0,
-    memory_burst_s=2.0,
-    swap_total_s=8.0,
-    swap_at_s=3.0,
-    swap_window_s=4.0,
+    memory_steady_s=1.5,
+    memory_burst_s=1.5,
+    swap_total_s=6.0,
+    swap_at_s=2.0,
+    swap_window_s=3.0,
 )
 
 
@@ -366,8 +366,10 @@ def run_bench(options: BenchOptions) -> int:
             per_run: dict[str, Drain] = {}
             for section in options.sections:
                 title = f"section {section}: {SECTIONS[section]}"
-                print(f"run {run + 1}/{options.runs}  {title}", flush=True)
+                print(f"run {run + 1}/{options.runs}  {title} ...", end="", flush=True)
+                section_started = time.perf_counter()
                 RUNNERS[section](ctx, figures, per_run)
+                print(f" {time.perf_counter() - section_started:.0f} s", flush=True)
 
     elapsed = time.perf_counter() - started
     measured_on = machine(load_before)

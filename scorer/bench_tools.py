@@ -111,7 +111,7 @@ class ChildProcess:
     def start(cls, argv: list[str], env: dict[str, str], log: Path) -> ChildProcess:
         started = time.perf_counter()
         popen = subprocess.Popen(
-            argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+            argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
         )
         return cls(popen, psutil.Process(popen.pid), log, started)
 
