@@ -173,6 +173,28 @@ def _summary(r: ReportInput) -> str:
         f"recall {m['recall']:.3f} and false positive rate "
         f"{m['false_positive_rate']:.4f}; ROC AUC {m['roc_auc']:.4f}, PR AUC "
         f"{m['pr_auc']:.4f}. These are the figures to act on.{took}\n"
+        + _prevalence_note(r)
+    )
+
+
+def _prevalence_note(r: ReportInput) -> str:
+    """A warning when the test period's fraud rate is far from the past's.
+
+    Precision, PR AUC and top-k precision scale with the fraud rate; ROC AUC
+    and the false positive rate do not, so they are the ones to compare.
+    """
+    y, split = r.prepared.dataset.y, r.prepared.split
+    past, test = float(y[split.development].mean()), float(y[split.test].mean())
+    ratio = max(past, test) / max(min(past, test), 1e-12)
+    if ratio < 1.5:
+        return ""
+    return (
+        f"\n**Fraud rate shift**: {test:.2%} in the test period against {past:.2%} "
+        f"before it ({ratio:.1f}x). Precision, PR AUC and top-k precision scale "
+        "with the fraud rate, so on the test period they are not comparable with "
+        "the cross-validated ones; compare ROC AUC and the false positive rate, "
+        "which do not. The probabilities, fitted to the earlier rate, are off too "
+        "(see Calibration).\n"
     )
 
 
@@ -263,12 +285,17 @@ def _tuning(r: ReportInput) -> str:
     ]
     if r.selection is not None:
         base = next(x for x in r.selection.results if x.name == t.model)
-        # Halving's last round may drop a row or two to rounding.
-        if t.rounds[-1]["rows"] >= 0.99 * base.cv_rows:
-            delta = t.best_score - base.pr_auc_mean
+        cv = r.evaluation.cv
+        # Both on every development row and the same stratified folds (slow
+        # models excepted: they were compared on a subsample).
+        if base.cv_rows == int(cv["rows"]):
+            delta = cv["pr_auc_mean"] - base.pr_auc_mean
             lines.append(
-                f"Untuned {t.model} on the same folds: {base.pr_auc_mean:.4f} "
-                f"({delta:+.4f} from tuning)."
+                f"On all {base.cv_rows:,} development rows and the comparison's "
+                f"folds: tuned PR AUC {cv['pr_auc_mean']:.4f} ± "
+                f"{cv['pr_auc_std']:.4f}, untuned {base.pr_auc_mean:.4f} ± "
+                f"{base.pr_auc_std:.4f} ({delta:+.4f} from tuning; compare it "
+                "with the spread over folds)."
             )
     lines += [
         "",
