@@ -37,17 +37,18 @@ good_fields = st.fixed_dictionaries(
     {
         "amount_usd": st.floats(0, 1e6).map(json_token),
         "gas_price": st.one_of(
-            st.floats(0, 1e3).map(json_token), st.decimals(0, 1000, places=2).map(
-                lambda d: json_token(str(d))
-            )
+            st.floats(0, 1e3).map(json_token),
+            st.decimals(0, 1000, places=2).map(lambda d: json_token(str(d))),
         ),
         "tx_count_24h": st.integers(0, 10_000).map(json_token),
         "address_age_days": st.integers(0, 5_000).map(json_token),
         "avg_tx_value": st.one_of(st.just("null"), st.floats(0, 1e5).map(json_token)),
-        "chain": st.sampled_from(["ethereum", "tron", "bitcoin", "solana", "new-chain"]).map(
+        "chain": st.sampled_from(
+            ["ethereum", "tron", "bitcoin", "solana", "new-chain"]
+        ).map(json_token),
+        "token_type": st.sampled_from(["stablecoin", "native", "erc20"]).map(
             json_token
         ),
-        "token_type": st.sampled_from(["stablecoin", "native", "erc20"]).map(json_token),
         "sender_country": st.sampled_from(["US", "VG", "DE", "ZZ"]).map(json_token),
         "timestamp": st.one_of(
             st.just('"2026-12-03T16:57:00Z"'), st.integers(0, 2**41).map(json_token)
@@ -59,7 +60,9 @@ deep_array = st.integers(1, 1_500).map(lambda d: "[" * d + "]" * d)
 deep_object = st.integers(1, 1_200).map(lambda d: '{"a": ' * d + "1" + "}" * d)
 nested = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner)
+    ),
     max_leaves=8,
 ).map(json_token)
 
@@ -67,11 +70,38 @@ nested = st.recursive(
 bad_token = st.one_of(
     st.sampled_from(
         [
-            "NaN", "-NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1e-400",
-            "1" * 5_000, "-1", "-0.5", "-0", "true", "false", "null", "[]", "{}",
-            '""', '" "', '"NaN"', '"Infinity"', '"-Infinity"', '"1e400"', '"1_000"',
-            '"0x10"', '" 5 "', '"\\ud800"', '"\\udfff\\ud800"', '"\\u0000"',
-            '"tx\\u0000id"', '"12.5"', '"-12.5"', '"١٢"',
+            "NaN",
+            "-NaN",
+            "Infinity",
+            "-Infinity",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "1" * 5_000,
+            "-1",
+            "-0.5",
+            "-0",
+            "true",
+            "false",
+            "null",
+            "[]",
+            "{}",
+            '""',
+            '" "',
+            '"NaN"',
+            '"Infinity"',
+            '"-Infinity"',
+            '"1e400"',
+            '"1_000"',
+            '"0x10"',
+            '" 5 "',
+            '"\\ud800"',
+            '"\\udfff\\ud800"',
+            '"\\u0000"',
+            '"tx\\u0000id"',
+            '"12.5"',
+            '"-12.5"',
+            '"١٢"',
         ]
     ),
     st.integers(-(2**80), 2**80).map(str),
@@ -105,7 +135,10 @@ def repeated_key(draw: st.DrawFn) -> list[tuple[str, str]]:
     """A good event that says one field twice."""
     pairs = draw(event_fields(hostile=False))
     name = draw(st.sampled_from([name for name, _ in pairs]))
-    again = (name, draw(st.one_of(good_fields.map(lambda f: f.get(name, "1")), bad_token)))
+    again = (
+        name,
+        draw(st.one_of(good_fields.map(lambda f: f.get(name, "1")), bad_token)),
+    )
     where = draw(st.integers(0, len(pairs)))
     return [*pairs[:where], again, *pairs[where:]]
 
@@ -120,8 +153,20 @@ def message_value(draw: st.DrawFn) -> tuple[str, bytes | None]:
     """(what it is, the value); '@ID@' in it becomes the message's id."""
     kind = draw(
         st.sampled_from(
-            ["good", "good", "good", "bad_field", "bad_field", "repeated_key",
-             "not_utf8", "binary", "not_object", "truncated", "empty", "none"]
+            [
+                "good",
+                "good",
+                "good",
+                "bad_field",
+                "bad_field",
+                "repeated_key",
+                "not_utf8",
+                "binary",
+                "not_object",
+                "truncated",
+                "empty",
+                "none",
+            ]
         )
     )
     if kind == "good":
@@ -136,7 +181,9 @@ def message_value(draw: st.DrawFn) -> tuple[str, bytes | None]:
     if kind == "binary":
         return kind, draw(st.binary(min_size=1, max_size=300))
     if kind == "not_object":
-        token = draw(st.one_of(nested, st.sampled_from(["[]", "42", '"tx"', "null", "1e3"])))
+        token = draw(
+            st.one_of(nested, st.sampled_from(["[]", "42", '"tx"', "null", "1e3"]))
+        )
         return kind, token.encode()
     if kind == "truncated":
         value = render(draw(event_fields(hostile=False)))
@@ -164,13 +211,19 @@ def huge_messages(prefix: str) -> list[Message]:
     """10 MB strings where an event has strings: tx id, a category, a field the
     spec does not know, and a value that is not JSON at all."""
     big = json_token("x" * TEN_MB)
-    good = orjson.loads(render(list(
-        {"amount_usd": "12.5", "chain": '"tron"', "tx_id": '"@ID@"'}.items()
-    )))
+    good = orjson.loads(
+        render(
+            list({"amount_usd": "12.5", "chain": '"tron"', "tx_id": '"@ID@"'}.items())
+        )
+    )
     shapes = [
         [("tx_id", big), ("amount_usd", "1")],
         [("tx_id", '"@ID@"'), ("chain", big)],
-        [("tx_id", '"@ID@"'), ("note", big), ("amount_usd", json_token(good["amount_usd"]))],
+        [
+            ("tx_id", '"@ID@"'),
+            ("note", big),
+            ("amount_usd", json_token(good["amount_usd"])),
+        ],
     ]
     values = [render(shape) for shape in shapes] + [b"\xff" * TEN_MB]
     return [number(i, False, v, prefix) for i, v in enumerate(values)]

@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from streams import PARTITIONS, Topics
 
 from scorer.models import ModelManager
 from scorer.replay import file_messages
 from scorer.service import ScorerService
 from scorer.settings import ScorerSettings
-from streams import PARTITIONS, Topics
 from trainer.generate import generate, write_table
 from txrisk.broker import EmbeddedBroker
 from txrisk.spec import load_spec
@@ -122,7 +122,8 @@ def send_recorded(
         await producer.start()
         try:
             futures = [
-                await producer.send(topic, key=key, value=value) for key, value in messages
+                await producer.send(topic, key=key, value=value)
+                for key, value in messages
             ]
             metadata = await asyncio.gather(*futures)
             return [(m.partition, m.offset) for m in metadata]
@@ -141,7 +142,9 @@ class Tail:
         self._lock = threading.Lock()
         self.found: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._run()), daemon=True
+        )
 
     def __enter__(self) -> Tail:
         self._thread.start()
@@ -209,7 +212,10 @@ LISTENING = re.compile(r"http listening host=\S+ port=(\d+)")
 
 
 def wait_for_log(
-    log: Path, text: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+    log: Path,
+    text: str,
+    timeout_s: float,
+    process: subprocess.Popen[bytes] | None = None,
 ) -> str:
     """The log once `text` is in it; fails early if the process died."""
     deadline = time.monotonic() + timeout_s
@@ -218,9 +224,13 @@ def wait_for_log(
         if text in content:
             return content
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"scorer exited {process.returncode}:\n{content[-3000:]}")
+            raise AssertionError(
+                f"scorer exited {process.returncode}:\n{content[-3000:]}"
+            )
         time.sleep(0.1)
-    raise AssertionError(f"{text!r} not in the log after {timeout_s}s:\n{content[-3000:]}")
+    raise AssertionError(
+        f"{text!r} not in the log after {timeout_s}s:\n{content[-3000:]}"
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -295,7 +305,11 @@ class InProcessScorer:
         return self
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+        if (
+            self._loop is not None
+            and self._stop is not None
+            and self._thread.is_alive()
+        ):
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout_s)
         assert not self._thread.is_alive(), "the in-process scorer did not stop"

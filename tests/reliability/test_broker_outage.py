@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from http_client import get, wait_for_port
 from reliability.ledger import (
     Tail,
@@ -15,9 +14,9 @@ from reliability.ledger import (
     gateway_events,
     send_recorded,
     tally,
-    wait_for_log,
 )
 from streams import PARTITIONS, Topics, start_scorer, stop
+
 from txrisk.broker import EmbeddedBroker, TopicPlan, create_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -99,7 +98,9 @@ def run_outage(broker: EmbeddedBroker, registry: Path, tmp_path: Path) -> None:
         cpu_at_stop = cpu_seconds(scorer.pid)
         noticed_s = wait_readiness(base, 503, NOTICE_S)
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
-        cpu_share = (cpu_seconds(scorer.pid) - cpu_at_stop) / (time.monotonic() - down_at)
+        cpu_share = (cpu_seconds(scorer.pid) - cpu_at_stop) / (
+            time.monotonic() - down_at
+        )
         assert scorer.poll() is None, log.read_text()[-3000:]
 
         broker.start()  # the same port

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from reliability.ledger import Tail, gateway_events, send_recorded, tally, wait_for_log
 from streams import Topics, start_scorer, stop
+
 from txrisk.broker import EmbeddedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -60,7 +60,9 @@ def test_sigkill_at_random_points_loses_nothing(
         results = tail.snapshot(topics.output)
         letters = tail.snapshot(topics.dead_letter)
 
-    counted = tally("sigkill x3 (50k events)", (k.decode() for k, _ in events), results, letters)
+    counted = tally(
+        "sigkill x3 (50k events)", (k.decode() for k, _ in events), results, letters
+    )
     # At most the batch in hand of each killed scorer is published again.
     counted.check(max_duplicates=KILLS * BATCH_SIZE)
     assert counted.results >= EVENTS and counted.dead_letters == 0

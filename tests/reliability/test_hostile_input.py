@@ -14,12 +14,12 @@ import pytest
 from aiokafka import ConsumerRecord
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
 from reliability.hostile import huge_messages, messages, number
 from reliability.ledger import Tail, send_recorded, tally
+from streams import Topics, start_scorer, stop
+
 from scorer.decode import PAYLOAD_MAX_CHARS, decode
 from scorer.service import _decode_and_score
-from streams import Topics, start_scorer, stop
 from txrisk.broker import EmbeddedBroker
 from txrisk.bundle import ModelBundle, load_bundle
 from txrisk.contracts import DeadLetter, DeadLetterKind, SourceRef, event_model
@@ -29,7 +29,11 @@ KINDS = set(get_args(DeadLetterKind))
 MAX_MESSAGE_BYTES = 1024 * 1024
 # Generated messages are small, but a few carry 70,000-character strings or
 # 1,500-deep nesting: Hypothesis' size and speed checks do not apply.
-RELAXED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+RELAXED = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.large_base_example,
+]
 FUZZ_MESSAGES = 10_000
 
 
@@ -46,7 +50,9 @@ def as_records(batch: list[tuple[bytes | None, bytes | None]]) -> list[ConsumerR
 
 
 def numbered(drawn: list[tuple[bool, tuple[str, bytes | None]]], prefix: str) -> list:
-    return [number(i, null, value, prefix) for i, (null, (_, value)) in enumerate(drawn)]
+    return [
+        number(i, null, value, prefix) for i, (null, (_, value)) in enumerate(drawn)
+    ]
 
 
 def check_letter(letter: DeadLetter) -> None:
@@ -63,7 +69,9 @@ def test_decode_never_raises_and_always_says_why(message: Any) -> None:
     key, value = number(0, message[0], message[1][1], "d")
     event_type = event_model(_SPEC_BUNDLE[0].spec) if _SPEC_BUNDLE else None
     assert event_type is not None
-    decoded = decode(value, key, SourceRef(topic="tx", partition=0, offset=0), event_type)
+    decoded = decode(
+        value, key, SourceRef(topic="tx", partition=0, offset=0), event_type
+    )
     if isinstance(decoded, DeadLetter):
         check_letter(decoded)
     else:
@@ -138,7 +146,9 @@ def test_fuzz_10k_messages_through_the_scorer(
     # events that happen to share a hostile tx id (say "0") are sent once.
     expected, sent, seen_ids = [], [], set()
     for key, value in batch:
-        probe = decode(value, key, SourceRef(topic="x", partition=0, offset=0), event_type)
+        probe = decode(
+            value, key, SourceRef(topic="x", partition=0, offset=0), event_type
+        )
         if not isinstance(probe, DeadLetter):
             if probe.tx_id in seen_ids:
                 continue
@@ -147,7 +157,8 @@ def test_fuzz_10k_messages_through_the_scorer(
         expected.append(probe)
     places = send_recorded(broker, topics.input, sent)
     ids = [
-        p.tx_id if not isinstance(p, DeadLetter)
+        p.tx_id
+        if not isinstance(p, DeadLetter)
         else (key.decode() if key is not None else f"@{part}:{offset}")
         for p, (key, _), (part, offset) in zip(expected, sent, places, strict=True)
     ]
@@ -169,18 +180,30 @@ def test_fuzz_10k_messages_through_the_scorer(
     kinds = Counter(letter["error"] for letter in letters)
     print(f"fuzz dead letters by kind: {dict(sorted(kinds.items()))}", flush=True)
     for letter in letters:
-        check_letter(DeadLetter.model_validate(
-            {k: v for k, v in letter.items() if not k.startswith("_")}
-        ))
+        check_letter(
+            DeadLetter.model_validate(
+                {k: v for k, v in letter.items() if not k.startswith("_")}
+            )
+        )
     counted = tally(f"hostile fuzz ({len(sent)} messages)", ids, results, letters)
     counted.check()
-    assert kinds.keys() >= {"empty", "not_utf8", "not_json", "not_object",
-                            "missing_tx_id", "invalid_field", "duplicate_key"}
+    assert kinds.keys() >= {
+        "empty",
+        "not_utf8",
+        "not_json",
+        "not_object",
+        "missing_tx_id",
+        "invalid_field",
+        "duplicate_key",
+    }
 
     # Good events in mixed batches scored as they would be alone (a sample).
     by_id = {r["tx_id"]: r for r in results}
-    good = [(k, v) for (k, v), p in zip(sent, expected, strict=True)
-            if not isinstance(p, DeadLetter)]
+    good = [
+        (k, v)
+        for (k, v), p in zip(sent, expected, strict=True)
+        if not isinstance(p, DeadLetter)
+    ]
     for key, value in random.Random(79).sample(good, 200):
         alone = _decode_and_score(bundle, None, as_records([(key, value)]), 3)
         document = dict(by_id[orjson.loads(alone.encoded_results[0][1])["tx_id"]])

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from reliability.ledger import Tail, gateway_events, send_recorded, tally, wait_for_log
+from streams import Topics, start_scorer, stop
 
 import txrisk.bundle
-from reliability.ledger import Tail, gateway_events, send_recorded, tally, wait_for_log
 from scorer.models import ModelManager
-from streams import Topics, start_scorer, stop
 from txrisk.broker import EmbeddedBroker
 from txrisk.bundle import METADATA_FILE, MODEL_FILE, read_metadata
 from txrisk.control import announce, announcement
@@ -94,7 +94,9 @@ def test_model_file_vanishing_mid_load_keeps_the_serving_model(
     monkeypatch.setattr(txrisk.bundle, "file_sha256", hash_then_vanish)
     caplog.set_level(logging.INFO, logger="scorer.models")
     try:
-        asyncio.run(models.apply(announcement("activate", read_metadata(folder / "v2"))))
+        asyncio.run(
+            models.apply(announcement("activate", read_metadata(folder / "v2")))
+        )
     finally:
         models.close()
     assert models.active.version == "v1"
@@ -114,15 +116,25 @@ def test_swap_whose_bundle_is_removed_under_load_keeps_scoring(
     log = tmp_path / "scorer.log"
     events = gateway_events(tmp_path, 3_000, seed=78)
     # v1 serves (the control topic's history says so), v2 is announced later.
-    asyncio.run(announce(broker.bootstrap_servers, topics.control,
-                         announcement("activate", read_metadata(folder / "v1"))))
+    asyncio.run(
+        announce(
+            broker.bootstrap_servers,
+            topics.control,
+            announcement("activate", read_metadata(folder / "v1")),
+        )
+    )
     scorer = start_scorer(broker, folder, topics, log)
     try:
         wait_for_log(log, "partitions assigned", 60, scorer)
         with Tail(broker, [topics.output, topics.dead_letter]) as tail:
             send_recorded(broker, topics.input, events[:1_500])
-            asyncio.run(announce(broker.bootstrap_servers, topics.control,
-                                 announcement("activate", v2)))
+            asyncio.run(
+                announce(
+                    broker.bootstrap_servers,
+                    topics.control,
+                    announcement("activate", v2),
+                )
+            )
             shutil.rmtree(folder / "v2")  # an operator's clean-up racing the swap
             wait_for_log(log, "model refused version=v2 serving=v1", 60, scorer)
             send_recorded(broker, topics.input, events[1_500:])
@@ -134,6 +146,7 @@ def test_swap_whose_bundle_is_removed_under_load_keeps_scoring(
         assert stop(scorer) == 0, log.read_text()[-3000:]
 
     assert {r["model_version"] for r in results} == {"v1"}
-    counted = tally("swap file removed mid-swap", (k.decode() for k, _ in events),
-                    results, letters)
+    counted = tally(
+        "swap file removed mid-swap", (k.decode() for k, _ in events), results, letters
+    )
     counted.check()

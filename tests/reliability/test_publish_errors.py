@@ -11,13 +11,19 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
+from reliability.ledger import (
+    Tail,
+    gateway_events,
+    in_process,
+    send_recorded,
+    settings_for,
+    tally,
+)
+from streams import PARTITIONS, Topics
 
 import scorer.cli
 import scorer.publish
-from reliability.ledger import Tail, gateway_events, in_process, send_recorded, settings_for
-from reliability.ledger import tally
 from scorer.service import PublishFailed
-from streams import PARTITIONS, Topics
 from txrisk.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
@@ -103,8 +109,9 @@ def test_transient_publish_errors_are_retried_before_any_commit(
     assert steps[:4] == ["publish failed", "publish failed", "published", "commit"]
     assert "publish failed attempt=1/3" in caplog.text
     assert "publish failed attempt=2/3" in caplog.text
-    counted = tally("producer errors, retried", (k.decode() for k, _ in events),
-                    results, letters)
+    counted = tally(
+        "producer errors, retried", (k.decode() for k, _ in events), results, letters
+    )
     counted.check()
 
 
@@ -141,6 +148,10 @@ def test_publish_failing_for_good_stops_loudly_and_commits_nothing(
             tail.settle(quiet_s=2)
         results = tail.snapshot(topics.output)
         letters = tail.snapshot(topics.dead_letter)
-    counted = tally("producer errors past the limit, then restart",
-                    (k.decode() for k, _ in events), results, letters)
+    counted = tally(
+        "producer errors past the limit, then restart",
+        (k.decode() for k, _ in events),
+        results,
+        letters,
+    )
     counted.check()

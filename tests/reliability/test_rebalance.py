@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from reliability.ledger import Tail, gateway_events, send_recorded, tally, wait_for_log
 from streams import Topics, start_scorer, stop
+
 from txrisk.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
@@ -86,8 +86,12 @@ def test_member_joins_and_leaves_under_load(
     commit_failures = sum(t.count("commit failed") for t in texts)
     print(f"rebalance: commit failures handled={commit_failures}", flush=True)
 
-    counted = tally("second scorer joins and leaves (12k events)",
-                    (k.decode() for k, _ in events), results, letters)
+    counted = tally(
+        "second scorer joins and leaves (12k events)",
+        (k.decode() for k, _ in events),
+        results,
+        letters,
+    )
     # The batch in hand is committed before its partitions move, so neither
     # member publishes a revoked batch the other publishes too.
     counted.check(max_duplicates=0)

@@ -8,11 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reliability.ledger import (
+    Tail,
+    gateway_events,
+    in_process,
+    send_recorded,
+    settings_for,
+    tally,
+)
+from streams import Topics
 
 import scorer.service
-from reliability.ledger import Tail, gateway_events, in_process, send_recorded, settings_for
-from reliability.ledger import tally
-from streams import Topics
 from txrisk.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
@@ -72,6 +78,10 @@ def test_slow_batches_shrink_instead_of_looping(
     # joined the group at most twice, and scored about EVENTS events in all.
     assert assigned <= 2, caplog.text[-3000:]
     assert sum(slow_batches) <= EVENTS + settings.batch_size
-    counted = tally("slow scoring > poll interval", (k.decode() for k, _ in events),
-                    results, letters)
+    counted = tally(
+        "slow scoring > poll interval",
+        (k.decode() for k, _ in events),
+        results,
+        letters,
+    )
     counted.check(max_duplicates=settings.batch_size)

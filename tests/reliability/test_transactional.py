@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
-
 from reliability.ledger import gateway_events
+from streams import Topics
+
 from scorer.models import ModelManager
 from scorer.service import ScorerService
 from scorer.settings import ScorerSettings
-from streams import Topics
 from txrisk.broker import EmbeddedBroker
 
 Encoded = tuple[bytes | None, bytes]
@@ -36,7 +36,10 @@ def test_embedded_broker_refuses_transactional_mode_in_one_line(
     topics = Topics.fresh(broker)
     env = {**topics.env(broker, registry), "TXRISK_KAFKA_TRANSACTIONAL": "true"}
     done = subprocess.run(
-        [sys.executable, "-m", "scorer", "run"], env=env, capture_output=True, timeout=120
+        [sys.executable, "-m", "scorer", "run"],
+        env=env,
+        capture_output=True,
+        timeout=120,
     )
     stderr = done.stderr.decode()
     assert done.returncode == 2, stderr
@@ -85,7 +88,9 @@ class FakePublisher:
         self, results: Sequence[Encoded], dead_letters: Sequence[Encoded], *_: Any
     ) -> None:
         pending = [await self._producer.send("out", value=v, key=k) for k, v in results]
-        pending += [await self._producer.send("dlq", value=v, key=k) for k, v in dead_letters]
+        pending += [
+            await self._producer.send("dlq", value=v, key=k) for k, v in dead_letters
+        ]
         await asyncio.gather(*pending)
 
 
