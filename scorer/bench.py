@@ -868,12 +868,36 @@ class Paced:
     receipts: list[float] = field(default_factory=list)
     # (time, phase index, RSS bytes)
     rss: list[tuple[float, int, int]] = field(default_factory=list)
+    # (latency s, phase index) of each input event fetched by a plain consumer
+    transit: list[tuple[float, int]] = field(default_factory=list)
     announced_at: float = math.nan
     metrics_end: str = ""
     ended: float = math.nan
 
     def latencies_ms(self, phase: int) -> list[float]:
         return [lat * 1e3 for _, lat, p, _ in self.results if p == phase]
+
+    def transit_ms(self, phase: int) -> list[float]:
+        return [lat * 1e3 for lat, p in self.transit if p == phase]
+
+    def batches(self, phase: int) -> tuple[float, float]:
+        """Mean events per batch and mean scoring ms per batch, from the
+        scorer's own histograms over the phase (and its drain)."""
+        after = (
+            self.phases[phase + 1].metrics_start
+            if phase + 1 < len(self.phases)
+            else self.metrics_end
+        )
+        before = self.phases[phase].metrics_start
+
+        def delta(name: str) -> float:
+            return metric_value(after, name) - metric_value(before, name)
+
+        count = delta("txrisk_batch_scoring_seconds_count")
+        if count <= 0:
+            return math.nan, math.nan
+        size = delta("txrisk_batch_size_events_sum") / count
+        return size, delta("txrisk_batch_scoring_seconds_sum") / count * 1e3
 
     def first_seen(self, version: str) -> float:
         times = [at for at, _, _, v in self.results if v == version]
@@ -905,17 +929,26 @@ async def _paced(
     await names.create(ctx.bootstrap, with_input=True)
     scorer = start_scorer(ctx.scorer_env(names, names.input, {}), ctx.log(label))
     watcher: Watcher | None = None
+    transit: Watcher | None = None
     client = producer(ctx.bootstrap)
     tasks: list[asyncio.Task[None]] = []
     try:
         await scorer_ready(scorer)
         watcher = await Watcher.open(ctx.bootstrap, names.output, PARTITIONS)
+        # A consumer with aiokafka's default fetch settings, as the scorer's,
+        # on the input topic: how long transport alone takes to hand an event
+        # to a consumer.
+        transit = await Watcher.open(
+            ctx.bootstrap, names.input, PARTITIONS, fetch_max_wait_ms=None
+        )
         await client.start()
         run = Paced([PhaseRun() for _ in phases])
         sent_at: dict[bytes, tuple[float, int]] = {}
+        transit_at: dict[bytes, tuple[float, int]] = {}
         state = {"phase": 0, "producing": 1}
         tasks = [
             asyncio.create_task(_sample_rss(scorer, run, state)),
+            asyncio.create_task(_transit(transit, run, transit_at)),
             *([asyncio.create_task(_announce(ctx, names, run, swap))] if swap else []),
         ]
         consumer = asyncio.create_task(
@@ -925,7 +958,9 @@ async def _paced(
         )
         sender = Sender(client, names.input, PARTITIONS)
         try:
-            await _produce(ctx, phases, run, sender, sent_at, state, scorer, consumer)
+            await _produce(
+                ctx, phases, run, sender, (sent_at, transit_at), state, scorer, consumer
+            )
         finally:
             state["producing"] = 0
         await consumer
@@ -936,8 +971,9 @@ async def _paced(
         for task in tasks:
             task.cancel()
         await client.stop()
-        if watcher is not None:
-            await watcher.close()
+        for reader in (watcher, transit):
+            if reader is not None:
+                await reader.close()
         scorer.stop()
         await names.delete(ctx.bootstrap, with_input=True)
 
@@ -947,11 +983,12 @@ async def _produce(
     phases: list[Phase],
     run: Paced,
     sender: Sender,
-    sent_at: dict[bytes, tuple[float, int]],
+    sent: tuple[dict[bytes, tuple[float, int]], dict[bytes, tuple[float, int]]],
     state: dict[str, int],
     scorer: ChildProcess,
     consumer: asyncio.Task[None],
 ) -> None:
+    sent_at, transit_at = sent
     cursor = 0
     for index, phase in enumerate(phases):
         record = run.phases[index]
@@ -960,22 +997,22 @@ async def _produce(
         total = int(phase.rate * phase.seconds)
         record.cpu_start = scorer.cpu()
         record.started = time.perf_counter()
-        sent = 0
-        while sent < total:
+        count = 0
+        while count < total:
             if consumer.done():
                 consumer.result()  # a stalled or dead scorer ends the run
             now = time.perf_counter()
             due = min(total, int((now - record.started) * phase.rate) + 1)
-            if due > sent:
-                chunk = ctx.messages[cursor + sent : cursor + due]
+            if due > count:
+                chunk = ctx.messages[cursor + count : cursor + due]
                 for key, _ in chunk:
-                    sent_at[key] = (now, index)
+                    sent_at[key] = transit_at[key] = (now, index)
                 await sender.send(chunk)
-                sent = due
+                count = due
             await asyncio.sleep(TICK_S)
         record.ended = time.perf_counter()
         record.cpu_end = scorer.cpu()
-        record.sent = sent
+        record.sent = count
         cursor += total
         if phase.drain_after:
             await sender.flush()
@@ -1014,6 +1051,17 @@ async def _consume(
                 f"waiting; see {scorer.log}"
             )
         scorer.check_alive("the scorer")
+
+
+async def _transit(
+    reader: Watcher, run: Paced, transit_at: dict[bytes, tuple[float, int]]
+) -> None:
+    while True:
+        at, records = await reader.poll()
+        for record in records:
+            entry = transit_at.pop(record.key, None)
+            if entry is not None:
+                run.transit.append((at - entry[0], entry[1]))
 
 
 async def _sample_rss(scorer: ChildProcess, run: Paced, state: dict[str, int]) -> None:
@@ -1068,6 +1116,30 @@ def section_latency(ctx: Context, figures: Figures, per_run: dict[str, Drain]) -
             f"end-to-end max {name}",
             "ms",
             max(latencies, default=math.nan),
+        )
+        transit = run.transit_ms(index)
+        for q in (50, 99):
+            figures.add(
+                f"latency.{tag}.transit_p{q}",
+                3,
+                f"  transport alone p{q} {name}: produce to fetched (default fetch)",
+                "ms",
+                percentile(transit, q),
+            )
+        size, batch_ms = run.batches(index)
+        figures.add(
+            f"latency.{tag}.batch_events",
+            3,
+            f"  scorer batch size {name}",
+            "events",
+            size,
+        )
+        figures.add(
+            f"latency.{tag}.batch_ms",
+            3,
+            f"  scorer time per batch {name} (decode to encode)",
+            "ms",
+            batch_ms,
         )
         phase = run.phases[index]
         figures.add(

@@ -299,14 +299,26 @@ class Watcher:
     duplicates: int = 0
 
     @classmethod
-    async def open(cls, bootstrap: str, topic: str, partitions: int) -> Watcher:
+    async def open(
+        cls,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        fetch_max_wait_ms: int | None = WATCH_FETCH_WAIT_MS,
+    ) -> Watcher:
+        """`fetch_max_wait_ms=None`: aiokafka's default, as the scorer uses."""
+        options = (
+            {}
+            if fetch_max_wait_ms is None
+            else {"fetch_max_wait_ms": fetch_max_wait_ms}
+        )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
-            fetch_max_wait_ms=WATCH_FETCH_WAIT_MS,
             # Results are ~400 bytes; a larger fetch only lets one poll hold
             # more of a drain at once.
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **options,
         )
         await consumer.start()
         assigned = [TopicPartition(topic, p) for p in range(partitions)]
