@@ -28,6 +28,7 @@ from scorer.decode import Invalid, check_document
 from scorer.models import ModelManager
 from scorer.score import ScoredBatch, score_events
 from scorer.settings import ScorerSettings
+from txrisk.bundle import ModelBundle
 from txrisk.contracts import TransactionEvent, event_model
 from txrisk.errors import UserError
 
@@ -48,15 +49,14 @@ T = TypeVar("T")
 
 HANDLERS = ("/healthz", "/readyz", "/metrics", "/model", "/predict")
 
+
 class ScoringService(Protocol):
     """What the app needs of `scorer.service.ScorerService`."""
 
     settings: ScorerSettings
     joined: bool
 
-    def run_in_worker(
-        self, fn: Callable[..., T], *args: Any
-    ) -> Awaitable[T]: ...  # pragma: no cover
+    def run_in_worker(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,38 @@ async def _predict(context: HttpContext, request: Request) -> Response:
 
     # Read once, as the stream does per batch: one version answers the request.
     bundle = context.models.active
+    settings = context.service.settings
+    try:
+        # Validation and scoring are CPU work: on the scoring thread, like a batch.
+        outcome = await context.service.run_in_worker(
+            _validate_and_score,
+            bundle,
+            documents,
+            single,
+            settings.top_features,
+            settings.explain == "flagged",
+        )
+    except RuntimeError:
+        # The scoring thread is gone: the scorer is shutting down.
+        return _problem(503, "shutting down")
+    if not isinstance(outcome, ScoredBatch):
+        return _invalid(outcome)
+
+    # The stream's own encoding, so the bytes match a published result.
+    encoded = [value for _, value, _ in outcome.encoded([None] * len(outcome))]
+    content = encoded[0] if single else b"[" + b",".join(encoded) + b"]"
+    return Response(content, media_type="application/json")
+
+
+def _validate_and_score(
+    bundle: ModelBundle,
+    documents: list[Any],
+    single: bool,
+    top_k: int,
+    flagged_only: bool,
+) -> ScoredBatch | list[dict[str, Any]]:
+    """The stream's validation and scoring call; the field errors if any event
+    is invalid, and then nothing is scored."""
     event_type = event_model(bundle.spec)
     events: list[TransactionEvent] = []
     errors: list[dict[str, Any]] = []
@@ -193,27 +225,8 @@ async def _predict(context: HttpContext, request: Request) -> Response:
         else:
             events.append(checked)
     if errors:
-        return _invalid(errors)
-
-    settings = context.service.settings
-    try:
-        # The stream's scoring call with the stream's settings.
-        scored: ScoredBatch = await context.service.run_in_worker(
-            score_events,
-            bundle,
-            events,
-            settings.top_features,
-            datetime.now(UTC),
-            settings.explain == "flagged",
-        )
-    except RuntimeError:
-        # The scoring thread is gone: the scorer is shutting down.
-        return _problem(503, "shutting down")
-
-    # The stream's own encoding, so the bytes match a published result.
-    encoded = [value for _, value in scored.encoded()]
-    content = encoded[0] if single else b"[" + b",".join(encoded) + b"]"
-    return Response(content, media_type="application/json")
+        return errors
+    return score_events(bundle, events, top_k, datetime.now(UTC), flagged_only)
 
 
 async def _read_body(request: Request) -> bytes | None:

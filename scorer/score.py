@@ -21,6 +21,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from scorer.metrics import EXPLANATION
+from scorer.publish import Encoded
 from txrisk.bundle import ModelBundle
 from txrisk.contracts import RiskResult, ShadowScore, TransactionEvent
 from txrisk.explain import top_features
@@ -80,11 +81,11 @@ class ScoredBatch:
             )
         ]
 
-    def encoded(self) -> list[tuple[bytes, bytes]]:
-        """(key, value) per result, as published."""
+    def encoded(self, partitions: Sequence[int | None]) -> list[Encoded]:
+        """(key, value, input partition) per result, as published."""
         return [
-            (document["tx_id"].encode(), orjson.dumps(document))
-            for document in self.documents()
+            (document["tx_id"].encode(), orjson.dumps(document), partition)
+            for document, partition in zip(self.documents(), partitions, strict=True)
         ]
 
     def results(self) -> list[RiskResult]:

@@ -207,6 +207,8 @@ class ScorerService:
         self._publisher = Publisher(
             self._producer, s.output_topic, s.dead_letter_topic, s.shadow_topic or None
         )
+        input_partitions = self._consumer.partitions_for_topic(s.input_topic) or set()
+        await self._publisher.align(len(input_partitions))
         self._consumer.subscribe([s.input_topic], listener=_RebalanceListener(self))
         logger.info(
             "scorer started bootstrap=%s group=%s input=%s output=%s dlq=%s",
@@ -550,6 +552,7 @@ def _decode_and_score(
     """The CPU-bound part of a batch, run in the worker thread."""
     event_type = event_model(bundle.spec)
     events: list[TransactionEvent] = []
+    partitions: list[int] = []
     dead_letters: list[DeadLetter] = []
 
     for record in records:
@@ -559,6 +562,7 @@ def _decode_and_score(
             dead_letters.append(decoded)
         else:
             events.append(decoded)
+            partitions.append(record.partition)
 
     scored = score_events(bundle, events, top_k, datetime.now(UTC), flagged_only)
     shadowed = shadow_scores(shadow, scored) if shadow is not None else []
@@ -566,9 +570,12 @@ def _decode_and_score(
         results=scored,
         dead_letters=dead_letters,
         shadow=shadowed,
-        encoded_results=scored.encoded(),
+        encoded_results=scored.encoded(partitions),
         encoded_dead_letters=[encode_dead_letter(letter) for letter in dead_letters],
-        encoded_shadow=[encode_shadow(score) for score in shadowed],
+        encoded_shadow=[
+            encode_shadow(score, partition)
+            for score, partition in zip(shadowed, partitions, strict=False)
+        ],
     )
 
 

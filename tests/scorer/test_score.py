@@ -22,7 +22,10 @@ def test_encoded_bytes_equal_the_contract_serialisation(registry: Path) -> None:
 
     scored = score_events(bundle, events, 3, scored_at)
 
-    for (key, value), result in zip(scored.encoded(), scored.results(), strict=True):
+    partitions = list(range(len(scored)))
+    encoded = scored.encoded(partitions)
+    assert [partition for _, _, partition in encoded] == partitions
+    for (key, value, _), result in zip(encoded, scored.results(), strict=True):
         assert value == result.model_dump_json().encode()
         assert key == result.tx_id.encode()
         assert RiskResult.model_validate_json(value) == result
