@@ -139,8 +139,12 @@ def test_swap_under_load_is_atomic_and_loses_nothing(
     for partition, versions in versions_by_partition(results).items():
         # In each partition (same key -> same partition in and out), results
         # switch v1 -> v2 -> v1 exactly once each way: no batch mixes versions.
+        # A partition whose first events arrive after a swap starts later in
+        # that sequence, so any run of it is fine; a return to an earlier
+        # version out of turn is not.
         switches = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
-        assert switches in (["v1", "v2", "v1"], ["v1", "v2"], ["v1"]), (partition, switches)
+        allowed = (["v1", "v2", "v1"], ["v1", "v2"], ["v2", "v1"], ["v1"], ["v2"])
+        assert switches in allowed, (partition, switches)
     assert {r["model_version"] for r in results} == {"v1", "v2"}
     assert results and versions_by_partition(results)
 
