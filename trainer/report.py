@@ -531,7 +531,7 @@ def _pr(r: ReportInput) -> bytes:
     ax.axhline(m["test_fraud_rate"], color="grey", lw=0.8, ls=":", label="fraud rate")
     ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02))
     ax.set_title(f"Precision-recall, test PR AUC {m['pr_auc']:.4f}")
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower left")  # PR curves start top left and end bottom right
     return _png(fig)
 
 
