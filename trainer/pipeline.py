@@ -83,3 +83,14 @@ def build_pipeline(spec: FeatureSpec, classifier: Any | None = None) -> Pipeline
     # `is None`, not `or`: an unfitted ensemble has no length and cannot be truthy.
     classify = default_classifier() if classifier is None else classifier
     return Pipeline([("prepare", prepare), ("classify", classify)])
+
+
+def plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON values; objects are written by name."""
+    plain: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None or isinstance(value, bool | int | float | str):
+            plain[key] = value
+        else:
+            plain[key] = repr(value)
+    return plain

@@ -41,7 +41,7 @@ from trainer.evaluate import (
     time_ordered_split,
 )
 from trainer.importance import flagged_examples, global_importance
-from trainer.pipeline import build_pipeline
+from trainer.pipeline import build_pipeline, plain_params
 from trainer.select import (
     CANDIDATE_NAMES,
     N_JOBS,
@@ -576,14 +576,3 @@ def report_libraries() -> dict[str, str]:
         "shap": shap.__version__,
         "matplotlib": matplotlib.__version__,
     }
-
-
-def plain_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters as JSON values; objects are written by name."""
-    plain: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None or isinstance(value, bool | int | float | str):
-            plain[key] = value
-        else:
-            plain[key] = repr(value)
-    return plain

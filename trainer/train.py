@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 
 from trainer.data import Dataset, load_dataset, to_events
 from trainer.evaluate import classification_metrics, threshold_for_recall
-from trainer.pipeline import build_pipeline
+from trainer.pipeline import build_pipeline, plain_params
 from txrisk.bundle import (
     BundleMetadata,
     check_version_name,
@@ -96,7 +96,7 @@ def train(
         "version": options.version or new_version(registry),
         "created_at": datetime.now(UTC),
         "estimator": type(classifier).__name__,
-        "params": _plain_params(classifier.get_params()),
+        "params": plain_params(classifier.get_params()),
         "spec": spec,
         "threshold": threshold,
         "target_recall": options.target_recall,
@@ -155,14 +155,3 @@ def _split(
     except ValueError as exc:
         raise DataError(f"cannot split the data ({exc})") from exc
     return fit, threshold, test
-
-
-def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters as JSON values; objects are written by name."""
-    plain: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None or isinstance(value, bool | int | float | str):
-            plain[key] = value
-        else:
-            plain[key] = repr(value)
-    return plain
