@@ -1,1 +1,4 @@
-"""The txrisk stream scorer: consume -> decode -> score + explain -> publish -> commit."""
+"""The txrisk stream scorer.
+
+consume -> decode -> score + explain -> publish -> commit
+"""

@@ -28,7 +28,9 @@ POLL_MS = 500
 class ControlListener:
     """Reads the control topic from the beginning and follows it."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, models: ModelManager) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, models: ModelManager
+    ) -> None:
         self._topic = topic
         self._models = models
         self._consumer = AIOKafkaConsumer(

@@ -81,7 +81,9 @@ def run_demo(options: DemoOptions) -> int:
     if not registry.exists() or not list_versions(registry):
         print(f"training a model on {train_file} ...", flush=True)
         meta = train(train_file, spec, registry, TrainOptions(seed=0))
-        print(f"model {meta.version}: ROC AUC {meta.metrics['roc_auc']:.4f}", flush=True)
+        print(
+            f"model {meta.version}: ROC AUC {meta.metrics['roc_auc']:.4f}", flush=True
+        )
 
     broker = EmbeddedBroker(log_file=options.workdir / "broker.log")
     scorer: subprocess.Popen[bytes] | None = None
@@ -91,10 +93,16 @@ def run_demo(options: DemoOptions) -> int:
         settings = ScorerSettings.load(
             bootstrap_servers=broker.bootstrap_servers, model_dir=registry
         )
-        asyncio.run(create_topics(broker.bootstrap_servers, topic_plans(settings, options.partitions)))
+        asyncio.run(
+            create_topics(
+                broker.bootstrap_servers, topic_plans(settings, options.partitions)
+            )
+        )
 
         scorer = _start_scorer(settings, options.workdir / "scorer.log")
-        tally = asyncio.run(_replay_and_watch(settings, spec_name, replay_file, options, scorer))
+        tally = asyncio.run(
+            _replay_and_watch(settings, spec_name, replay_file, options, scorer)
+        )
         _print_summary(tally, options)
         return 0
     except KeyboardInterrupt:
@@ -279,7 +287,9 @@ def _print_summary(tally: Tally, options: DemoOptions) -> None:
     rate = tally.done / span if span > 0 else float("nan")
     print(f"\nsummary ({options.source}, model {tally.model_version})")
     print(f"  scored        {tally.scored}")
-    print(f"  flagged       {tally.flagged} ({tally.flagged / max(tally.scored, 1):.2%})")
+    print(
+        f"  flagged       {tally.flagged} ({tally.flagged / max(tally.scored, 1):.2%})"
+    )
     print(f"  dead letters  {tally.dead_letters} {dict(sorted(tally.kinds.items()))}")
     print(f"  throughput    {rate:.0f} events/s from first to last result")
     print("\nmost suspicious flagged transactions:")
@@ -297,4 +307,3 @@ def _short(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "missing" if value is None else str(value)
-

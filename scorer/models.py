@@ -54,7 +54,9 @@ class ModelManager:
         self.swaps: Counter[str] = Counter()
         # Loading unpickles and re-scores the canary: real CPU work, kept off
         # the event loop and out of the scoring thread.
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        self._loader = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="model-load"
+        )
 
     @property
     def active(self) -> ModelBundle:
@@ -129,9 +131,13 @@ class ModelManager:
 
         loop = asyncio.get_running_loop()
         try:
-            bundle = await loop.run_in_executor(self._loader, self._candidate, version, sha256)
+            bundle = await loop.run_in_executor(
+                self._loader, self._candidate, version, sha256
+            )
         except Exception as exc:  # noqa: BLE001 - any failure refuses the candidate
-            self._refuse(version, str(exc) if isinstance(exc, BundleError) else repr(exc))
+            self._refuse(
+                version, str(exc) if isinstance(exc, BundleError) else repr(exc)
+            )
             return
 
         if message.action == "shadow":
@@ -161,13 +167,18 @@ class ModelManager:
 
     def _serving(self, version: str, sha256: str) -> bool:
         active = self._active
-        return active is not None and (active.version, active.metadata.model_sha256) == (
+        return active is not None and (
+            active.version,
+            active.metadata.model_sha256,
+        ) == (
             version,
             sha256,
         )
 
     def _refuse(self, version: str, reason: str) -> None:
-        self.last_refusal = Refusal(version=version, reason=reason, at=datetime.now(UTC))
+        self.last_refusal = Refusal(
+            version=version, reason=reason, at=datetime.now(UTC)
+        )
         self.swaps["refused"] += 1
         metrics.record_swap("refused", version)
         serving = self._active.version if self._active else "none"

@@ -56,10 +56,14 @@ class Publisher:
         Python, cost as much as scoring). Other topics use the partitioner.
         """
         for topic in (self._output_topic, self._dead_letter_topic, self._shadow_topic):
-            if topic and len(await self._producer.partitions_for(topic)) == input_partitions:
+            if (
+                topic
+                and len(await self._producer.partitions_for(topic)) == input_partitions
+            ):
                 self._aligned.add(topic)
         logger.info(
-            "publishing by input partition to %s", ",".join(sorted(self._aligned)) or "-"
+            "publishing by input partition to %s",
+            ",".join(sorted(self._aligned)) or "-",
         )
 
     async def publish(
@@ -74,7 +78,10 @@ class Publisher:
         own batches; a failed send raises here, before any offset is committed.
         """
         pending = []
-        batches = [(self._output_topic, results), (self._dead_letter_topic, dead_letters)]
+        batches = [
+            (self._output_topic, results),
+            (self._dead_letter_topic, dead_letters),
+        ]
         if self._shadow_topic:
             batches.append((self._shadow_topic, shadow))
         for topic, messages in batches:
@@ -104,5 +111,7 @@ class Publisher:
                 builder = builders[partition] = self._producer.create_batch()
                 builder.append(key=key, value=value, timestamp=None)
         for partition, builder in builders.items():
-            pending.append(await self._producer.send_batch(builder, topic, partition=partition))
+            pending.append(
+                await self._producer.send_batch(builder, topic, partition=partition)
+            )
         return pending

@@ -34,7 +34,9 @@ class Message:
     value: bytes | None
 
 
-def file_messages(path: Path, spec: FeatureSpec, count: int | None) -> Iterator[Message]:
+def file_messages(
+    path: Path, spec: FeatureSpec, count: int | None
+) -> Iterator[Message]:
     """The first `count` rows of a labelled file as event messages, in file order."""
     dataset = load_dataset(path, spec)
     total = len(dataset.y) if count is None else min(count, len(dataset.y))
@@ -107,7 +109,9 @@ async def produce(
     started = time.monotonic()
     try:
         for message in messages:
-            pending.append(await producer.send(topic, value=message.value, key=message.key))
+            pending.append(
+                await producer.send(topic, value=message.value, key=message.key)
+            )
             sent += 1
             if rate > 0:
                 # Pace against the clock rather than sleeping a fixed gap, so

@@ -36,7 +36,9 @@ def synthetic_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def registry(tmp_path_factory: pytest.TempPathFactory, synthetic_file: Path) -> Path:
     """A registry with one model trained on 20,000 synthetic rows."""
     folder = tmp_path_factory.mktemp("registry")
-    train(synthetic_file, load_spec("gateway"), folder, TrainOptions(seed=0, version="v1"))
+    train(
+        synthetic_file, load_spec("gateway"), folder, TrainOptions(seed=0, version="v1")
+    )
     return folder
 
 

@@ -84,14 +84,19 @@ def start_scorer(
 
 
 def send(
-    broker: EmbeddedBroker, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]
+    broker: EmbeddedBroker,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes | None]],
 ) -> int:
     async def _send() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers, linger_ms=5
+        )
         await producer.start()
         try:
             futures = [
-                await producer.send(topic, key=key, value=value) for key, value in messages
+                await producer.send(topic, key=key, value=value)
+                for key, value in messages
             ]
             await asyncio.gather(*futures)
             return len(futures)
@@ -121,7 +126,9 @@ def read_all(
         await consumer.start()
         found: dict[str, list[dict]] = {topic: [] for topic in topics}
         try:
-            partitions = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+            partitions = [
+                TopicPartition(t, p) for t in topics for p in range(PARTITIONS)
+            ]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             deadline = time.monotonic() + timeout_s

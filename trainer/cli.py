@@ -24,7 +24,9 @@ def build_parser() -> Parser:
         prog="python -m trainer",
         description="Generate data, train fraud models and write model bundles.",
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO (default), WARNING"
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     generate = commands.add_parser(
@@ -33,8 +35,12 @@ def build_parser() -> Parser:
         description="Write synthetic crypto-gateway payments with an is_fraud label "
         "(about 1%%). The same seed gives the same file.",
     )
-    generate.add_argument("--rows", type=positive_int, required=True, help="how many rows")
-    generate.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    generate.add_argument(
+        "--rows", type=positive_int, required=True, help="how many rows"
+    )
+    generate.add_argument(
+        "--seed", type=non_negative_int, default=0, help="random seed"
+    )
     generate.add_argument(
         "--out", type=Path, required=True, help="output file, .csv or .parquet"
     )
@@ -47,7 +53,9 @@ def build_parser() -> Parser:
         "reaching the target recall, and write DIR/<version>/ with model.joblib "
         "and metadata.json.",
     )
-    fit.add_argument("--data", type=Path, required=True, help=".csv, .csv.gz or .parquet")
+    fit.add_argument(
+        "--data", type=Path, required=True, help=".csv, .csv.gz or .parquet"
+    )
     fit.add_argument("--spec", default=None, help=SPEC_HELP)
     fit.add_argument(
         "--model-dir", type=Path, required=True, help="the model registry folder"
@@ -141,7 +149,9 @@ def _add_registry_commands(commands: argparse._SubParsersAction) -> None:
     )
     models.add_argument("--model-dir", type=Path, required=True, help="the registry")
     models.add_argument(
-        "--offline", action="store_true", help="do not ask Kafka which version is active"
+        "--offline",
+        action="store_true",
+        help="do not ask Kafka which version is active",
     )
     _add_control_flags(models)
     models.set_defaults(command=_models)
@@ -197,7 +207,10 @@ def _generate(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     except OSError as exc:
         raise UserError(f"--out {args.out}: cannot write it ({exc.strerror})") from exc
-    print(f"wrote {len(frame)} rows to {args.out} (fraud rate {frame['is_fraud'].mean():.2%})")
+    print(
+        f"wrote {len(frame)} rows to {args.out} "
+        f"(fraud rate {frame['is_fraud'].mean():.2%})"
+    )
     return 0
 
 
@@ -213,7 +226,8 @@ def _train(args: argparse.Namespace) -> int:
     meta = train(args.data, spec, args.model_dir, options)
     m = meta.metrics
     print(
-        f"version {meta.version}: ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, "
+        f"version {meta.version}: ROC AUC {m['roc_auc']:.4f}, "
+        f"PR AUC {m['pr_auc']:.4f}, "
         f"threshold {meta.threshold:.4f} -> precision {m['precision']:.3f} at "
         f"recall {m['recall']:.3f} on {int(m['test_rows'])} test rows"
     )

@@ -58,7 +58,9 @@ def load_dataset(path: Path, spec: FeatureSpec) -> Dataset:
     _check_ranges(path, spec, X)
 
     if named_rows:
-        ids = pd.Series([f"{spec.id_prefix}{i}" for i in range(len(raw))], index=raw.index)
+        ids = pd.Series(
+            [f"{spec.id_prefix}{i}" for i in range(len(raw))], index=raw.index
+        )
     else:
         ids = raw[spec.id_field].astype(str)
 
@@ -95,7 +97,9 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _labels(path: Path, column: pd.Series) -> np.ndarray:
     if column.isna().any():
-        raise DataError(f"{path}: label {column.name!r} has {column.isna().sum()} blanks")
+        raise DataError(
+            f"{path}: label {column.name!r} has {column.isna().sum()} blanks"
+        )
 
     values = set(pd.unique(column))
     if not values <= {0, 1}:
@@ -128,7 +132,9 @@ def _timestamps(path: Path, column: pd.Series, unit: str) -> pd.Series:
             return pd.to_datetime(column, unit=unit, utc=True)
         return pd.to_datetime(column, utc=True, format="ISO8601")
     except (ValueError, TypeError, OverflowError) as exc:
-        raise DataError(f"{path}: timestamp {column.name!r} cannot be parsed ({exc})") from exc
+        raise DataError(
+            f"{path}: timestamp {column.name!r} cannot be parsed ({exc})"
+        ) from exc
 
 
 def to_events(dataset: Dataset, spec: FeatureSpec, rows: np.ndarray) -> list[dict]:

@@ -79,7 +79,9 @@ def build_pipeline(spec: FeatureSpec, classifier: Any | None = None) -> Pipeline
         )
         transformers.append((f"categorical_{index}", categorical, [name]))
 
-    prepare = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    prepare = ColumnTransformer(
+        transformers, remainder="drop", verbose_feature_names_out=False
+    )
     # `is None`, not `or`: an unfitted ensemble has no length and cannot be truthy.
     classify = default_classifier() if classifier is None else classifier
     return Pipeline([("prepare", prepare), ("classify", classify)])

@@ -50,7 +50,9 @@ def checked_metadata(registry: Path, version: str) -> BundleMetadata:
     return metadata
 
 
-def publish(registry: Path, version: str, target: ControlTarget, action: str) -> BundleMetadata:
+def publish(
+    registry: Path, version: str, target: ControlTarget, action: str
+) -> BundleMetadata:
     """Announce `version` for `action` (activate or shadow) on the control topic."""
     metadata = checked_metadata(registry, version)
     message = announcement(action, metadata)
@@ -59,12 +61,16 @@ def publish(registry: Path, version: str, target: ControlTarget, action: str) ->
 
 
 def stop_shadow(target: ControlTarget) -> None:
-    asyncio.run(announce(target.bootstrap_servers, target.topic, announcement("unshadow", None)))
+    asyncio.run(
+        announce(target.bootstrap_servers, target.topic, announcement("unshadow", None))
+    )
 
 
 def active_version(target: ControlTarget) -> str | None:
     """The version last activated on the control topic, if any."""
-    activation = last_activation(asyncio.run(read_history(target.bootstrap_servers, target.topic)))
+    activation = last_activation(
+        asyncio.run(read_history(target.bootstrap_servers, target.topic))
+    )
     return activation.version if activation else None
 
 

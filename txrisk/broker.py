@@ -54,7 +54,9 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     port: int = 0
     log_file: Path | None = None
-    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _process: subprocess.Popen[bytes] | None = field(
+        default=None, init=False, repr=False
+    )
 
     @property
     def bootstrap_servers(self) -> str:
@@ -122,7 +124,9 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"the embedded broker did not listen on {self.bootstrap_servers}")
+        raise BrokerError(
+            f"the embedded broker did not listen on {self.bootstrap_servers}"
+        )
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ async def create_topics(bootstrap_servers: str, plans: list[TopicPlan]) -> list[
     except TopicAlreadyExistsError:
         return []
     except KafkaError as exc:
-        raise BrokerError(f"cannot create topics on {bootstrap_servers}: {exc}") from exc
+        raise BrokerError(
+            f"cannot create topics on {bootstrap_servers}: {exc}"
+        ) from exc
     finally:
         await admin.close()
 

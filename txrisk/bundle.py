@@ -232,7 +232,9 @@ def read_metadata(folder: Path) -> BundleMetadata:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise BundleError(f"{path}: invalid metadata at {where}: {first['msg']}") from exc
+        raise BundleError(
+            f"{path}: invalid metadata at {where}: {first['msg']}"
+        ) from exc
 
 
 def bundle_folder(registry: Path, version: str) -> Path:
@@ -337,7 +339,9 @@ def load_bundle(
     except Exception as exc:  # noqa: BLE001 - any unpickling failure refuses the model
         raise BundleError(f"{model_path}: cannot unpickle it ({exc})") from exc
     if not isinstance(pipeline, Pipeline) or not hasattr(pipeline, "predict_proba"):
-        raise BundleError(f"{model_path}: holds a {type(pipeline).__name__}, not a pipeline")
+        raise BundleError(
+            f"{model_path}: holds a {type(pipeline).__name__}, not a pipeline"
+        )
 
     bundle = ModelBundle(
         metadata=metadata,
@@ -375,7 +379,9 @@ def _check_canary(bundle: ModelBundle) -> None:
     try:
         scored = bundle.predict_proba(canary.events)
     except Exception as exc:  # noqa: BLE001 - a model that cannot score is refused
-        raise BundleError(f"version {bundle.version}: canary batch fails ({exc})") from exc
+        raise BundleError(
+            f"version {bundle.version}: canary batch fails ({exc})"
+        ) from exc
 
     drift = float(np.max(np.abs(scored - np.asarray(canary.probabilities))))
     if drift > CANARY_TOLERANCE:

@@ -28,7 +28,9 @@ TX_ID_MAX_LENGTH = 128
 
 TxId = Annotated[
     str,
-    StringConstraints(strict=True, min_length=1, max_length=TX_ID_MAX_LENGTH, pattern=r"\S"),
+    StringConstraints(
+        strict=True, min_length=1, max_length=TX_ID_MAX_LENGTH, pattern=r"\S"
+    ),
 ]
 
 
@@ -97,7 +99,9 @@ def _build_event_model(spec: FeatureSpec) -> type[TransactionEvent]:
 
     for name, cat in spec.categorical.items():
         fields[name] = (
-            Annotated[str | None, StringConstraints(strict=True, max_length=cat.max_length)],
+            Annotated[
+                str | None, StringConstraints(strict=True, max_length=cat.max_length)
+            ],
             None,
         )
 
@@ -115,7 +119,9 @@ class TopFeature(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     feature: str
-    value: float | int | str | None = Field(description="the event's value; null if imputed")
+    value: float | int | str | None = Field(
+        description="the event's value; null if imputed"
+    )
     contribution: float
 
 
@@ -188,7 +194,9 @@ class DeadLetter(BaseModel):
         description="payload or key cut to its first 64 KiB (key: 1 KiB); the "
         "whole message stays in the input topic at `source`",
     )
-    key: str | None = Field(default=None, description="the original key; base64 if not UTF-8")
+    key: str | None = Field(
+        default=None, description="the original key; base64 if not UTF-8"
+    )
     failed_at: datetime
 
 

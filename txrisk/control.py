@@ -54,7 +54,10 @@ async def announce(bootstrap_servers: str, topic: str, message: ControlMessage) 
     finally:
         await producer.stop()
     logger.info(
-        "announced action=%s version=%s topic=%s", message.action, message.version, topic
+        "announced action=%s version=%s topic=%s",
+        message.action,
+        message.version,
+        topic,
     )
 
 
@@ -63,13 +66,17 @@ def parse(value: bytes | None) -> ControlMessage | None:
     try:
         return ControlMessage.model_validate(orjson.loads(value or b""))
     except (orjson.JSONDecodeError, ValidationError) as exc:
-        logger.warning("ignoring a malformed control message: %s", str(exc).splitlines()[0])
+        logger.warning(
+            "ignoring a malformed control message: %s", str(exc).splitlines()[0]
+        )
         return None
 
 
 async def read_history(bootstrap_servers: str, topic: str) -> list[ControlMessage]:
     """Every valid announcement on the topic so far, in order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False
+    )
     try:
         await consumer.start()
         return await read_to_end(consumer, topic)

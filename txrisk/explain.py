@@ -80,7 +80,7 @@ class Explainer:
             self._base = float(np.ravel(self._tree.expected_value)[0])
 
     def explain(self, prepared: np.ndarray) -> Explanation:
-        """Field contributions for rows already passed through the pipeline's prepare."""
+        """Field contributions for rows already through the pipeline's prepare."""
         if self._fast is not None:
             fields = self._fast.shap_values(prepared)
             return Explanation(contributions=fields, base_value=self._base)

@@ -87,10 +87,6 @@ def _number(value: Any) -> float:
 
 def compile_prepare(prepare: ColumnTransformer) -> CompiledPrepare | None:
     """The compiled form of the trainer's prepare step, or None for anything else."""
-    if prepare.remainder != "drop" and prepare.transformers_[-1][0] == "remainder":
-        if not _is_dropped(prepare.transformers_[-1]):
-            return None
-
     parts: list[_Numeric | _Categorical] = []
     for name, transformer, columns in prepare.transformers_:
         if name == "remainder":

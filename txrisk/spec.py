@@ -74,7 +74,9 @@ class FeatureSpec(BaseModel):
         reserved = {"tx_id", "timestamp", self.label_field}
         clash = reserved & self.features
         if clash:
-            raise ValueError(f"feature names clash with reserved names: {sorted(clash)}")
+            raise ValueError(
+                f"feature names clash with reserved names: {sorted(clash)}"
+            )
         return self
 
     @property
@@ -99,7 +101,9 @@ def load_spec(source: str | Path | None = None) -> FeatureSpec:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise SpecError(f"--spec {name}: not UTF-8 text (byte {exc.start})") from exc
+            raise SpecError(
+                f"--spec {name}: not UTF-8 text (byte {exc.start})"
+            ) from exc
         except OSError as exc:
             raise SpecError(
                 f"--spec {name}: cannot read it ({exc.strerror}); give a TOML file "

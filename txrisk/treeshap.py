@@ -16,9 +16,9 @@ trainer's default depth-3 trees) are tabulated whole: a tree's Shapley values
 depend only on which way the event goes at each of its splits, so one table row
 per combination of split outcomes sums its leaves' rows. Explaining a batch is
 then a few array operations: evaluate every split for every event, form each
-tree's (or each leaf's) pattern, look its row up and add. The result equals the `shap` library's TreeExplainer to
-floating-point rounding (a test checks this), at a fraction of its cost for the
-shallow trees the trainer uses.
+tree's (or each leaf's) pattern, look its row up and add. The result equals the
+`shap` library's TreeExplainer to floating-point rounding (a test checks this),
+at a fraction of its cost for the shallow trees the trainer uses.
 """
 
 from __future__ import annotations
@@ -95,8 +95,12 @@ class LeafTableTreeShap:
         split_of = {node: i for i, node in enumerate(sorted(_split_nodes(leaves)))}
         split_nodes = np.fromiter(split_of, dtype=np.intp, count=len(split_of))
         self._split_feature = np.asarray(node_feature, dtype=np.intp)[split_nodes]
-        self._split_threshold = np.asarray(node_threshold, dtype=np.float64)[split_nodes]
-        self._split_missing_left = np.asarray(node_missing_left, dtype=bool)[split_nodes]
+        self._split_threshold = np.asarray(node_threshold, dtype=np.float64)[
+            split_nodes
+        ]
+        self._split_missing_left = np.asarray(node_missing_left, dtype=bool)[
+            split_nodes
+        ]
 
         # Conditions padded to `depth` per leaf; a padding condition has no bit.
         n_leaves = len(leaves)
@@ -145,7 +149,9 @@ class LeafTableTreeShap:
 
         tree_splits: list[list[int]] = []
         for members in by_tree.values():
-            splits = sorted({split_of[n] for i in members for n, _, _ in leaves[i].conditions})
+            splits = sorted(
+                {split_of[n] for i in members for n, _, _ in leaves[i].conditions}
+            )
             if len(splits) > MAX_TREE_SPLITS:
                 return
             tree_splits.append(splits)
@@ -160,7 +166,9 @@ class LeafTableTreeShap:
 
         tables = []
         rows = 0
-        for t, (members, splits) in enumerate(zip(by_tree.values(), tree_splits, strict=True)):
+        for t, (members, splits) in enumerate(
+            zip(by_tree.values(), tree_splits, strict=True)
+        ):
             self._tree_feature[t, : len(splits)] = self._split_feature[splits]
             self._tree_threshold[t, : len(splits)] = self._split_threshold[splits]
             self._tree_missing_left[t, : len(splits)] = self._split_missing_left[splits]
@@ -203,7 +211,9 @@ class LeafTableTreeShap:
             go_left = np.where(missing, self._split_missing_left, go_left)
 
         # 2. each leaf's pattern: the path features whose splits the event meets
-        pattern = np.broadcast_to(self._full_bits, (len(X), len(self._full_bits))).copy()
+        pattern = np.broadcast_to(
+            self._full_bits, (len(X), len(self._full_bits))
+        ).copy()
         for split, left, bit in zip(
             self._cond_split, self._cond_left, self._cond_bit, strict=True
         ):
@@ -287,7 +297,10 @@ def _leaf_table(value: float, zero_fractions: list[float]) -> np.ndarray:
     satisfies exactly the features whose bit is set in b.
     """
     k = len(zero_fractions)
-    weights = [math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k) for s in range(k)]
+    weights = [
+        math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k)
+        for s in range(k)
+    ]
     table = np.zeros((1 << k, k), dtype=np.float64)
 
     for pattern in range(1 << k):

@@ -8,11 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
+from streams import Topics, read_all, send, start_scorer, stop
 
 from scorer.replay import Message, file_messages
-from streams import Topics, read_all, send, start_scorer, stop
 from trainer.generate import generate, write_table
 from txrisk.broker import EmbeddedBroker
 from txrisk.bundle import BundleMetadata
@@ -40,14 +39,44 @@ BAD_MESSAGES: list[tuple[str, bytes | None, bytes, str]] = [
     ("invalid_field", b"k-emptyid", b'{"tx_id": ""}', "tx_id"),
     ("invalid_field", b"k-longid", b'{"tx_id": "' + b"x" * 129 + b'"}', "tx_id"),
     ("invalid_field", b"k-neg", b'{"tx_id": "neg", "amount_usd": -1}', "amount_usd"),
-    ("invalid_field", b"k-bool", b'{"tx_id": "b", "tx_count_24h": true}', "tx_count_24h"),
-    ("invalid_field", b"k-frac", b'{"tx_id": "f", "tx_count_24h": 2.5}', "tx_count_24h"),
+    (
+        "invalid_field",
+        b"k-bool",
+        b'{"tx_id": "b", "tx_count_24h": true}',
+        "tx_count_24h",
+    ),
+    (
+        "invalid_field",
+        b"k-frac",
+        b'{"tx_id": "f", "tx_count_24h": 2.5}',
+        "tx_count_24h",
+    ),
     ("invalid_field", b"k-big", b'{"tx_id": "g", "amount_usd": 1e300}', "amount_usd"),
-    ("invalid_field", b"k-inf", b'{"tx_id": "i", "gas_price": "Infinity"}', "gas_price"),
-    ("invalid_field", b"k-text", b'{"tx_id": "t", "avg_tx_value": "lots"}', "avg_tx_value"),
+    (
+        "invalid_field",
+        b"k-inf",
+        b'{"tx_id": "i", "gas_price": "Infinity"}',
+        "gas_price",
+    ),
+    (
+        "invalid_field",
+        b"k-text",
+        b'{"tx_id": "t", "avg_tx_value": "lots"}',
+        "avg_tx_value",
+    ),
     ("invalid_field", b"k-chain", b'{"tx_id": "c", "chain": 42}', "chain"),
-    ("invalid_field", b"k-long", b'{"tx_id": "l", "chain": "' + b"z" * 65 + b'"}', "chain"),
-    ("invalid_field", b"k-time", b'{"tx_id": "t2", "timestamp": "yesterday"}', "timestamp"),
+    (
+        "invalid_field",
+        b"k-long",
+        b'{"tx_id": "l", "chain": "' + b"z" * 65 + b'"}',
+        "chain",
+    ),
+    (
+        "invalid_field",
+        b"k-time",
+        b'{"tx_id": "t2", "timestamp": "yesterday"}',
+        "timestamp",
+    ),
 ]
 
 
@@ -59,13 +88,17 @@ def test_every_event_gets_one_explained_result(
     scorer = start_scorer(broker, registry, topics, tmp_path / "scorer.log")
     try:
         send(broker, topics.input, [(m.key, m.value) for m in messages])
-        found = read_all(broker, [topics.output, topics.dead_letter], len(messages), settle_s=2)
+        found = read_all(
+            broker, [topics.output, topics.dead_letter], len(messages), settle_s=2
+        )
     finally:
         assert stop(scorer) == 0, (tmp_path / "scorer.log").read_text()
 
     results = found[topics.output]
     assert found[topics.dead_letter] == []
-    assert sorted(r["tx_id"] for r in results) == sorted(m.key.decode() for m in messages)
+    assert sorted(r["tx_id"] for r in results) == sorted(
+        m.key.decode() for m in messages
+    )
     for result in results:
         assert result.pop("_key") == result["tx_id"].encode()
         result.pop("_partition")
@@ -94,7 +127,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_beside_good_ones(
     send(broker, topics.input, mixed)
     scorer = start_scorer(broker, registry, topics, tmp_path / "scorer.log")
     try:
-        found = read_all(broker, [topics.output, topics.dead_letter], len(mixed), settle_s=2)
+        found = read_all(
+            broker, [topics.output, topics.dead_letter], len(mixed), settle_s=2
+        )
     finally:
         assert stop(scorer) == 0
 
@@ -172,11 +207,16 @@ def test_sigterm_commits_and_exits_zero(
     assert len(found[topics.output]) == len(messages), log.read_text()
 
 
-def test_missing_model_dir_is_one_clear_line(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_missing_model_dir_is_one_clear_line(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
     topics = Topics.fresh(broker)
     env = topics.env(broker, tmp_path / "no-such-registry")
     done = subprocess.run(
-        [sys.executable, "-m", "scorer", "run"], env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", "scorer", "run"],
+        env=env,
+        capture_output=True,
+        timeout=60,
     )
     assert done.returncode == 2
     errors = [line for line in done.stderr.decode().splitlines() if "error" in line]
@@ -207,7 +247,10 @@ def test_unreachable_broker_is_one_clear_line(registry: Path, tmp_path: Path) ->
 
 
 def _wait_for_output(
-    broker: EmbeddedBroker, topics: Topics, at_least: int, process: subprocess.Popen[bytes]
+    broker: EmbeddedBroker,
+    topics: Topics,
+    at_least: int,
+    process: subprocess.Popen[bytes],
 ) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -216,5 +259,3 @@ def _wait_for_output(
         if len(found[topics.output]) >= at_least:
             return
     raise AssertionError("the scorer produced nothing")
-
-

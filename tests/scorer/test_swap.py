@@ -10,13 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-
 from pathlib import Path
 
 import pytest
+from streams import Topics, read_all, send, start_scorer, stop
 
 from scorer.replay import file_messages
-from streams import Topics, read_all, send, start_scorer, stop
 from trainer.generate import generate, write_table
 from trainer.train import TrainOptions, train
 from txrisk.broker import EmbeddedBroker
@@ -35,7 +34,9 @@ def two_versions(
     """A registry with v1 (the session model) and v2 (another seed)."""
     folder = tmp_path_factory.mktemp("two-versions")
     shutil.copytree(registry / "v1", folder / "v1")
-    train(synthetic_file, load_spec("gateway"), folder, TrainOptions(seed=5, version="v2"))
+    train(
+        synthetic_file, load_spec("gateway"), folder, TrainOptions(seed=5, version="v2")
+    )
     return folder
 
 
@@ -46,7 +47,9 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[bytes, bytes]
     return [(m.key, m.value) for m in file_messages(path, load_spec("gateway"), None)]
 
 
-def activate(broker: EmbeddedBroker, topics: Topics, registry: Path, version: str) -> None:
+def activate(
+    broker: EmbeddedBroker, topics: Topics, registry: Path, version: str
+) -> None:
     message = announcement("activate", read_metadata(registry / version))
     asyncio.run(announce(broker.bootstrap_servers, topics.control, message))
 
@@ -62,7 +65,9 @@ def wait_for_log(log: Path, text: str, timeout_s: float = 60.0) -> None:
         if text in log.read_text():
             return
         time.sleep(0.2)
-    raise AssertionError(f"{text!r} never appeared in the scorer log:\n{log.read_text()}")
+    raise AssertionError(
+        f"{text!r} never appeared in the scorer log:\n{log.read_text()}"
+    )
 
 
 class SteadyLoad:
@@ -121,10 +126,23 @@ def test_swap_under_load_is_atomic_and_loses_nothing(
             wait_for_log(log, "model swapped from=v1 to=v2")
             load.wait_sent(4_000)
             done = subprocess.run(
-                [sys.executable, "-m", "trainer", "rollback", "--model-dir",
-                 str(two_versions), "--to", "v1", "--bootstrap-servers",
-                 broker.bootstrap_servers, "--control-topic", topics.control],
-                capture_output=True, text=True, timeout=60,
+                [
+                    sys.executable,
+                    "-m",
+                    "trainer",
+                    "rollback",
+                    "--model-dir",
+                    str(two_versions),
+                    "--to",
+                    "v1",
+                    "--bootstrap-servers",
+                    broker.bootstrap_servers,
+                    "--control-topic",
+                    topics.control,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             assert done.returncode == 0, done.stderr
             wait_for_log(log, "model swapped from=v2 to=v1")
@@ -149,10 +167,21 @@ def test_swap_under_load_is_atomic_and_loses_nothing(
     assert results and versions_by_partition(results)
 
     listed = subprocess.run(
-        [sys.executable, "-m", "trainer", "models", "--model-dir", str(two_versions),
-         "--bootstrap-servers", broker.bootstrap_servers, "--control-topic",
-         topics.control],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "models",
+            "--model-dir",
+            str(two_versions),
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--control-topic",
+            topics.control,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert listed.returncode == 0, listed.stderr
     marked = [line for line in listed.stdout.splitlines() if line.startswith("* v")]
@@ -192,7 +221,10 @@ def bad_registry(source: Path, target: Path, marker: Path) -> dict[str, str]:
     shutil.copytree(target / "v2", outside)
     (target / "escape").symlink_to(outside)
 
-    return {"sha_v1": read_metadata(target / "v1").model_sha256, "sha_v2": v2.model_sha256}
+    return {
+        "sha_v1": read_metadata(target / "v1").model_sha256,
+        "sha_v2": v2.model_sha256,
+    }
 
 
 def test_bad_candidates_are_refused_and_the_old_model_keeps_scoring(
@@ -213,8 +245,11 @@ def test_bad_candidates_are_refused_and_the_old_model_keeps_scoring(
         with SteadyLoad(broker, topics.input, events[:3_000]) as load:
             load.wait_sent(500)
             cases = [
-                ("corrupt", read_metadata(registry / "corrupt").model_sha256,
-                 "does not match the metadata"),
+                (
+                    "corrupt",
+                    read_metadata(registry / "corrupt").model_sha256,
+                    "does not match the metadata",
+                ),
                 ("v2", shas["sha_v1"], "does not match the announced"),
                 ("../v2", shas["sha_v2"], "not a plain name"),
                 ("escape", shas["sha_v2"], "outside the registry"),
@@ -225,7 +260,8 @@ def test_bad_candidates_are_refused_and_the_old_model_keeps_scoring(
                 raw_announce(broker, topics, version=version, sha256=sha256)
                 wait_for_log(log, f"model refused version={version} serving=v1")
                 line = next(
-                    entry for entry in log.read_text().splitlines()
+                    entry
+                    for entry in log.read_text().splitlines()
                     if f"model refused version={version} " in entry
                 )
                 assert reason in line, line
@@ -309,7 +345,11 @@ def test_shadow_scores_go_to_the_shadow_topic_only(
     asyncio.run(announce(broker.bootstrap_servers, topics.control, message))
     log = tmp_path / "scorer.log"
     scorer = start_scorer(
-        broker, two_versions, topics, log, extra_env={"TXRISK_SHADOW_TOPIC": shadow_topic}
+        broker,
+        two_versions,
+        topics,
+        log,
+        extra_env={"TXRISK_SHADOW_TOPIC": shadow_topic},
     )
     try:
         wait_for_log(log, "shadow loaded version=v2")
@@ -324,5 +364,3 @@ def test_shadow_scores_go_to_the_shadow_topic_only(
     assert {s["active_version"] for s in shadows} == {"v1"}
     by_id = {r["tx_id"]: r["fraud_probability"] for r in found[topics.output]}
     assert all(s["active_probability"] == by_id[s["tx_id"]] for s in shadows)
-
-

@@ -36,7 +36,9 @@ def test_equals_shap_library(params: dict) -> None:
     expected = reference.shap_values(X[:500], check_additivity=False)
 
     np.testing.assert_allclose(ours.shap_values(X[:500]), expected, atol=1e-9)
-    assert ours.expected_value == pytest.approx(float(np.ravel(reference.expected_value)[0]))
+    assert ours.expected_value == pytest.approx(
+        float(np.ravel(reference.expected_value)[0])
+    )
 
 
 def test_sums_to_log_odds_and_projects() -> None:
@@ -50,7 +52,9 @@ def test_sums_to_log_odds_and_projects() -> None:
     grouped = LeafTableTreeShap(model, 6, project=project)
 
     np.testing.assert_allclose(
-        columns.sum(axis=1) + grouped.expected_value, model.decision_function(X), atol=1e-9
+        columns.sum(axis=1) + grouped.expected_value,
+        model.decision_function(X),
+        atol=1e-9,
     )
     np.testing.assert_allclose(grouped.shap_values(X), columns @ project, atol=1e-12)
 
@@ -60,5 +64,7 @@ def test_batch_invariant() -> None:
     model = HistGradientBoostingClassifier(max_depth=3, random_state=0).fit(X, y)
     explainer = LeafTableTreeShap(model, 6)
     whole = explainer.shap_values(X[:2_000])
-    alone = np.vstack([explainer.shap_values(X[i : i + 1]) for i in range(0, 2_000, 97)])
+    alone = np.vstack(
+        [explainer.shap_values(X[i : i + 1]) for i in range(0, 2_000, 97)]
+    )
     np.testing.assert_array_equal(alone, whole[::97])
