@@ -22,7 +22,7 @@ from txrisk.broker import EmbeddedBroker, TopicPlan, create_topics
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 OUTAGE_S = 10.0
-EVENTS_EACH_SIDE = 2_000
+EVENTS_EACH_SIDE = 1_000
 # Readiness must notice the outage within a broker check (2 s) plus its
 # timeout; ten seconds allows a loaded CI machine.
 NOTICE_S = 10.0
@@ -107,7 +107,7 @@ def run_outage(broker: EmbeddedBroker, registry: Path, tmp_path: Path) -> None:
         recreate_topics(broker, topics)
         with Tail(broker, [topics.output, topics.dead_letter]) as tail:
             send_recorded(broker, topics.input, after)
-            # A rejoin after the restart, then 2,000 events.
+            # A rejoin after the restart, then 1,000 events.
             assert tail.wait_for(len(after), timeout_s=90), log.read_text()[-3000:]
             recovered_s = wait_readiness(base, 200, 30)
             tail.settle(quiet_s=2)

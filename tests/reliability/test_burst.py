@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 STEADY_RATE = 100  # events/s: a modest gateway
 BURST_RATE = 10 * STEADY_RATE
 # (rate, seconds): steady, the 30 s burst, steady again.
-PHASES = [(STEADY_RATE, 5.0), (BURST_RATE, 30.0), (STEADY_RATE, 5.0)]
+PHASES = [(STEADY_RATE, 3.0), (BURST_RATE, 30.0), (STEADY_RATE, 3.0)]
 # Growth of the scorer's resident memory from before the burst to its peak.
 # The backlog stays in the broker: the consumer prefetches at most about 1 MB
 # a partition and the scorer holds one batch of 500, so growth is the

@@ -20,9 +20,9 @@ EVENTS = 50_000
 KILLS = 3
 BATCH_SIZE = 500
 # A killed member never says goodbye; the group waits a session timeout for it
-# before handing its partitions to the restarted scorer. 6 s (instead of 10)
-# keeps three kills short; heartbeats still go every 2 s.
-ENV = {"TXRISK_SESSION_TIMEOUT_MS": "6000", "TXRISK_BATCH_SIZE": str(BATCH_SIZE)}
+# before handing its partitions to the restarted scorer. 3 s (instead of 10)
+# keeps three kills short; heartbeats still go every second.
+ENV = {"TXRISK_SESSION_TIMEOUT_MS": "3000", "TXRISK_BATCH_SIZE": str(BATCH_SIZE)}
 
 
 def test_sigkill_at_random_points_loses_nothing(

@@ -63,7 +63,7 @@ def check_letter(letter: DeadLetter) -> None:
     assert len(letter.model_dump_json().encode()) < MAX_MESSAGE_BYTES
 
 
-@settings(max_examples=2_000, deadline=None, suppress_health_check=RELAXED)
+@settings(max_examples=1_000, deadline=None, suppress_health_check=RELAXED)
 @given(messages)
 def test_decode_never_raises_and_always_says_why(message: Any) -> None:
     key, value = number(0, message[0], message[1][1], "d")
@@ -95,7 +95,7 @@ def stable(encoded: bytes) -> dict[str, Any]:
     return document
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=RELAXED)
+@settings(max_examples=60, deadline=None, suppress_health_check=RELAXED)
 @given(st.lists(messages, min_size=1, max_size=12))
 def test_mixed_batch_scores_each_good_event_as_alone(drawn: list) -> None:
     bundle = _SPEC_BUNDLE[0]
@@ -107,9 +107,9 @@ def test_mixed_batch_scores_each_good_event_as_alone(drawn: list) -> None:
     for letter in output.dead_letters:
         check_letter(letter)
     good = [i for i in range(len(batch)) if i not in letters]
-    for index, (_, encoded) in zip(good, output.encoded_results, strict=True):
+    for index, encoded in zip(good, output.encoded_results, strict=True):
         alone = _decode_and_score(bundle, None, as_records([batch[index]]), 3)
-        assert stable(alone.encoded_results[0][1]) == stable(encoded)
+        assert stable(alone.encoded_results[0][1]) == stable(encoded[1])
 
 
 def generate(count: int, prefix: str) -> list[tuple[bytes | None, bytes | None]]:
@@ -117,7 +117,7 @@ def generate(count: int, prefix: str) -> list[tuple[bytes | None, bytes | None]]
     drawn: list = []
 
     @settings(
-        max_examples=count // 50 + 10,
+        max_examples=count // 50 + 1,
         phases=[Phase.generate],
         database=None,
         deadline=None,

@@ -28,7 +28,7 @@ from txrisk.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
 
-EVENTS = 1_500
+EVENTS = 1_000
 # Fast retries so the scenario takes seconds: 3 attempts, 50 ms then 100 ms.
 RETRY = {"publish_attempts": 3, "publish_backoff_ms": 50, "http_port": 0}
 

@@ -14,30 +14,36 @@ from txrisk.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
 
-EVENTS = 12_000
-# 600 events every 0.5 s: about 1,200/s, well under what two scorers take,
-# so the test measures hand-overs rather than a backlog.
-CHUNK, PAUSE_S = 600, 0.5
+EVENTS = 8_000
+# 300 events every 0.5 s: about 600/s, well under what one scorer takes, so
+# the test measures hand-overs rather than a backlog.
+CHUNK, PAUSE_S = 300, 0.5
 
 
 class Load:
-    """Sends the events in chunks from a thread."""
+    """Sends the events in chunks from a thread, up to what `allow` permits."""
 
     def __init__(self, broker: EmbeddedBroker, topic: str, events: list) -> None:
         self.sent = 0
+        self._allowed = 0
         self._thread = threading.Thread(
             target=self._run, args=(broker, topic, events), daemon=True
         )
 
     def _run(self, broker: EmbeddedBroker, topic: str, events: list) -> None:
-        for start in range(0, len(events), CHUNK):
-            chunk = events[start : start + CHUNK]
+        while self.sent < len(events):
+            if self.sent >= self._allowed:
+                time.sleep(0.05)
+                continue
+            chunk = events[self.sent : min(self.sent + CHUNK, self._allowed)]
             send_recorded(broker, topic, chunk)
             self.sent += len(chunk)
             time.sleep(PAUSE_S)
 
-    def start(self) -> Load:
-        self._thread.start()
+    def allow(self, count: int) -> Load:
+        self._allowed = count
+        if not self._thread.is_alive() and self.sent < count:
+            self._thread.start()
         return self
 
     def wait_sent(self, count: int) -> None:
@@ -59,13 +65,20 @@ def test_member_joins_and_leaves_under_load(
     try:
         wait_for_log(logs[0], "partitions assigned", 60, first)
         with Tail(broker, [topics.output, topics.dead_letter]) as tail:
-            load = Load(broker, topics.input, events).start()
+            load = Load(broker, topics.input, events).allow(EVENTS // 4)
             load.wait_sent(EVENTS // 4)
+            # The join, under load: the first scorer gives up half its
+            # partitions with the batch in hand committed.
+            load.allow(EVENTS // 2)
             second = start_scorer(broker, registry, topics, logs[1])
-            # The join: the first scorer gives up half its partitions.
             wait_for_log(logs[1], "partitions assigned", 60, second)
+            # Both score a quarter of the events between them.
+            load.allow(EVENTS * 3 // 4)
             load.wait_sent(EVENTS * 3 // 4)
-            # The leave: SIGTERM finishes the batch in hand, commits, leaves.
+            assert tail.wait_for(EVENTS * 3 // 4, timeout_s=60)
+            # The leave, under load: SIGTERM finishes the batch in hand,
+            # commits and leaves; the first scorer takes the partitions back.
+            load.allow(EVENTS)
             assert stop(second) == 0, logs[1].read_text()[-3000:]
             load.join()
             assert tail.wait_for(EVENTS, timeout_s=120), logs[0].read_text()[-3000:]
@@ -87,7 +100,7 @@ def test_member_joins_and_leaves_under_load(
     print(f"rebalance: commit failures handled={commit_failures}", flush=True)
 
     counted = tally(
-        "second scorer joins and leaves (12k events)",
+        "second scorer joins and leaves (8k events)",
         (k.decode() for k, _ in events),
         results,
         letters,

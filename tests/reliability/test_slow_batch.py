@@ -23,7 +23,7 @@ from txrisk.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
 
-EVENTS = 1_500
+EVENTS = 1_000
 # 6 ms an event: a full batch of 500 takes 3 s, over the 2 s poll interval;
 # 250 take 1.5 s (still over half of it), 125 take 0.75 s, which fits.
 DELAY_PER_EVENT_S = 0.006
@@ -57,7 +57,7 @@ def test_slow_batches_shrink_instead_of_looping(
     started = time.monotonic()
     with Tail(broker, [topics.output, topics.dead_letter]) as tail:
         with in_process(settings) as running:
-            # 2,000 events at 6 ms plus at most a few rejoins: well under 2 min.
+            # 1,000 events at 6 ms plus at most a few rejoins: well under 2 min.
             assert tail.wait_for(EVENTS, timeout_s=120), caplog.text[-3000:]
             tail.settle(quiet_s=2)
             assert running.service is not None

@@ -26,7 +26,7 @@ from scorer.service import ScorerService
 from scorer.settings import ScorerSettings
 from txrisk.broker import EmbeddedBroker
 
-Encoded = tuple[bytes | None, bytes]
+Encoded = tuple[bytes | None, bytes, int | None]
 
 
 @pytest.mark.broker
@@ -87,9 +87,12 @@ class FakePublisher:
     async def publish(
         self, results: Sequence[Encoded], dead_letters: Sequence[Encoded], *_: Any
     ) -> None:
-        pending = [await self._producer.send("out", value=v, key=k) for k, v in results]
+        pending = [
+            await self._producer.send("out", value=v, key=k) for k, v, *_ in results
+        ]
         pending += [
-            await self._producer.send("dlq", value=v, key=k) for k, v in dead_letters
+            await self._producer.send("dlq", value=v, key=k)
+            for k, v, *_ in dead_letters
         ]
         await asyncio.gather(*pending)
 
