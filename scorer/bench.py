@@ -71,6 +71,7 @@ from scorer.bench_tools import (
     broker_process,
     cpu_seconds,
     delete_topics,
+    histogram_quantile,
     metric_value,
     percentile,
     prefill,
@@ -848,6 +849,8 @@ class PhaseRun:
     ended: float = math.nan
     cpu_start: float = math.nan
     cpu_end: float = math.nan
+    bench_cpu_start: float = math.nan
+    bench_cpu_end: float = math.nan
     metrics_start: str = ""
 
     @property
@@ -857,6 +860,11 @@ class PhaseRun:
     @property
     def cores(self) -> float:
         return (self.cpu_end - self.cpu_start) / (self.ended - self.started)
+
+    @property
+    def bench_cores(self) -> float:
+        spent = self.bench_cpu_end - self.bench_cpu_start
+        return spent / (self.ended - self.started)
 
 
 @dataclass
@@ -880,15 +888,32 @@ class Paced:
     def transit_ms(self, phase: int) -> list[float]:
         return [lat * 1e3 for lat, p in self.transit if p == phase]
 
-    def batches(self, phase: int) -> tuple[float, float]:
-        """Mean events per batch and mean scoring ms per batch, from the
-        scorer's own histograms over the phase (and its drain)."""
+    def scrapes(self, phase: int) -> tuple[str, str]:
+        """The scorer's metrics at the start and at the end of a phase (and
+        its drain)."""
         after = (
             self.phases[phase + 1].metrics_start
             if phase + 1 < len(self.phases)
             else self.metrics_end
         )
-        before = self.phases[phase].metrics_start
+        return self.phases[phase].metrics_start, after
+
+    def scorer_latency_ms(self, phase: int) -> tuple[float, float]:
+        """Mean and p99 bucket bound of the scorer's own end-to-end histogram
+        (input record's Kafka timestamp to the ack of its result)."""
+        before, after = self.scrapes(phase)
+        name = "txrisk_end_to_end_latency_seconds"
+        count = metric_value(after, f"{name}_count") - metric_value(
+            before, f"{name}_count"
+        )
+        total = metric_value(after, f"{name}_sum") - metric_value(before, f"{name}_sum")
+        mean = total / count * 1e3 if count > 0 else math.nan
+        return mean, histogram_quantile(before, after, name, 0.99) * 1e3
+
+    def batches(self, phase: int) -> tuple[float, float]:
+        """Mean events per batch and mean scoring ms per batch, from the
+        scorer's own histograms over the phase (and its drain)."""
+        before, after = self.scrapes(phase)
 
         def delta(name: str) -> float:
             return metric_value(after, name) - metric_value(before, name)
@@ -989,6 +1014,7 @@ async def _produce(
     consumer: asyncio.Task[None],
 ) -> None:
     sent_at, transit_at = sent
+    bench = psutil.Process()
     cursor = 0
     for index, phase in enumerate(phases):
         record = run.phases[index]
@@ -996,6 +1022,7 @@ async def _produce(
         state["phase"] = index
         total = int(phase.rate * phase.seconds)
         record.cpu_start = scorer.cpu()
+        record.bench_cpu_start = cpu_seconds(bench)
         record.started = time.perf_counter()
         count = 0
         while count < total:
@@ -1012,6 +1039,7 @@ async def _produce(
             await asyncio.sleep(TICK_S)
         record.ended = time.perf_counter()
         record.cpu_end = scorer.cpu()
+        record.bench_cpu_end = cpu_seconds(bench)
         record.sent = count
         cursor += total
         if phase.drain_after:
@@ -1126,6 +1154,21 @@ def section_latency(ctx: Context, figures: Figures, per_run: dict[str, Drain]) -
                 "ms",
                 percentile(transit, q),
             )
+        own_mean, own_p99 = run.scorer_latency_ms(index)
+        figures.add(
+            f"latency.{tag}.scorer_mean",
+            3,
+            f"  scorer's own view {name}: Kafka timestamp to ack, mean",
+            "ms",
+            own_mean,
+        )
+        figures.add(
+            f"latency.{tag}.scorer_p99",
+            3,
+            f"  scorer's own view {name}: p99 at most (histogram bucket)",
+            "ms",
+            own_p99,
+        )
         size, batch_ms = run.batches(index)
         figures.add(
             f"latency.{tag}.batch_events",
@@ -1155,6 +1198,13 @@ def section_latency(ctx: Context, figures: Figures, per_run: dict[str, Drain]) -
             f"  scorer cores busy {name}",
             "cores",
             phase.cores,
+        )
+        figures.add(
+            f"latency.{tag}.bench_cores",
+            3,
+            f"  bench process cores busy {name} (producer, 2 consumers)",
+            "cores",
+            phase.bench_cores,
         )
 
 

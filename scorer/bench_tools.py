@@ -218,6 +218,27 @@ def metric_value(text: str, name: str) -> float:
     return math.nan
 
 
+def histogram_quantile(before: str, after: str, name: str, q: float) -> float:
+    """The upper bound of the bucket holding quantile `q` of the observations a
+    label-free Prometheus histogram gained between two scrapes (NaN if none)."""
+
+    def buckets(text: str) -> dict[float, float]:
+        found = {}
+        prefix = f'{name}_bucket{{le="'
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                bound, count = line[len(prefix) :].split('"} ')
+                found[float(bound)] = float(count)
+        return found
+
+    start, end = buckets(before), buckets(after)
+    gained = sorted((bound, end[bound] - start.get(bound, 0.0)) for bound in end)
+    if not gained or gained[-1][1] <= 0:
+        return math.nan
+    total = gained[-1][1]
+    return next(bound for bound, count in gained if count >= q * total)
+
+
 class Sender:
     """Hands messages to Kafka in batches, one per partition, keyed like Kafka does.
 
