@@ -51,8 +51,10 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) ->
     """One flag per setting; a flag overrides its environment variable."""
     for name in names:
         info = ScorerSettings.model_fields[name]
-        env = "KAFKA_BOOTSTRAP_SERVERS" if name == "bootstrap_servers" else (
-            f"TXRISK_{name.upper()}"
+        env = (
+            "KAFKA_BOOTSTRAP_SERVERS"
+            if name == "bootstrap_servers"
+            else (f"TXRISK_{name.upper()}")
         )
         parser.add_argument(
             f"--{name.replace('_', '-')}",
@@ -72,7 +74,9 @@ def build_parser() -> Parser:
         description="Score payment events from Kafka with a trained model and publish "
         "explained risk results.",
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO (default), WARNING"
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -113,7 +117,9 @@ def build_parser() -> Parser:
         description="Write JSON Schemas of the event (for a spec), risk result, dead "
         "letter and control message.",
     )
-    schema.add_argument("--spec", default=None, help=f"TOML file or {', '.join(BUILTIN_SPECS)}")
+    schema.add_argument(
+        "--spec", default=None, help=f"TOML file or {', '.join(BUILTIN_SPECS)}"
+    )
     schema.add_argument(
         "--out", type=Path, default=None, help="folder for the files (default: stdout)"
     )
@@ -126,11 +132,18 @@ def build_parser() -> Parser:
         "mixed with malformed messages.",
     )
     _add_setting_flags(replay, ("bootstrap_servers", "input_topic"))
-    replay.add_argument("--data", type=Path, required=True, help=".csv, .csv.gz, .parquet")
-    replay.add_argument("--spec", default=None, help=f"TOML file or {', '.join(BUILTIN_SPECS)}")
+    replay.add_argument(
+        "--data", type=Path, required=True, help=".csv, .csv.gz, .parquet"
+    )
+    replay.add_argument(
+        "--spec", default=None, help=f"TOML file or {', '.join(BUILTIN_SPECS)}"
+    )
     replay.add_argument("--count", type=positive_int, default=None, help="rows to send")
     replay.add_argument(
-        "--rate", type=float, default=0.0, help="events per second (0: as fast as possible)"
+        "--rate",
+        type=float,
+        default=0.0,
+        help="events per second (0: as fast as possible)",
     )
     replay.add_argument(
         "--bad-share", type=float, default=0.0, help="share of malformed messages (0-1)"
@@ -151,9 +164,14 @@ def build_parser() -> Parser:
         default="synthetic",
         help="synthetic gateway events (default) or real Ethereum transactions",
     )
-    demo.add_argument("--events", type=positive_int, default=20_000, help="events to send")
     demo.add_argument(
-        "--rate", type=float, default=0.0, help="events per second (0: as fast as possible)"
+        "--events", type=positive_int, default=20_000, help="events to send"
+    )
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="events per second (0: as fast as possible)",
     )
     demo.add_argument(
         "--bad-share", type=fraction, default=0.01, help="share of malformed messages"
@@ -215,11 +233,15 @@ async def _serve(settings: ScorerSettings) -> int:
     http = HttpServer.bind(settings.http_host, settings.http_port)
     key = signing_key()
     models = ModelManager(
-        settings.model_dir, allow_sklearn_mismatch=settings.allow_sklearn_mismatch, key=key
+        settings.model_dir,
+        allow_sklearn_mismatch=settings.allow_sklearn_mismatch,
+        key=key,
     )
     if key is not None:
         logger.info("model signatures required (TXRISK_MODEL_KEY is set)")
-    listener = ControlListener(settings.bootstrap_servers, settings.control_topic, models)
+    listener = ControlListener(
+        settings.bootstrap_servers, settings.control_topic, models
+    )
 
     history = await listener.start()
     try:
@@ -252,7 +274,8 @@ async def _serve(settings: ScorerSettings) -> int:
         models.close()
         c = service.counts
         logger.info(
-            "scorer stopped consumed=%d scored=%d flagged=%d dead_letters=%d batches=%d",
+            "scorer stopped consumed=%d scored=%d flagged=%d dead_letters=%d "
+            "batches=%d",
             c.consumed,
             c.scored,
             c.flagged,
@@ -278,13 +301,19 @@ def topic_plans(settings: ScorerSettings, partitions: int) -> list[TopicPlan]:
         TopicPlan(settings.output_topic, partitions),
         TopicPlan(settings.dead_letter_topic, partitions),
         TopicPlan(settings.control_topic, 1, {"cleanup.policy": "compact"}),
-        *([TopicPlan(settings.shadow_topic, partitions)] if settings.shadow_topic else []),
+        *(
+            [TopicPlan(settings.shadow_topic, partitions)]
+            if settings.shadow_topic
+            else []
+        ),
     ]
 
 
 def _create_topics(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    created = create_topics_sync(settings.bootstrap_servers, topic_plans(settings, args.partitions))
+    created = create_topics_sync(
+        settings.bootstrap_servers, topic_plans(settings, args.partitions)
+    )
     print(f"created: {', '.join(created) or 'none (all exist)'}")
     return 0
 
@@ -298,7 +327,9 @@ def _schema(args: argparse.Namespace) -> int:
         "control-message": ControlMessage.model_json_schema(),
     }
     if args.out is None:
-        sys.stdout.write(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
         return 0
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -339,4 +339,3 @@ class HttpServer:
             except Exception:  # noqa: BLE001 - shutdown goes on regardless
                 logger.exception("http server failed")
         self._socket.close()
-

@@ -195,7 +195,9 @@ class ScorerService:
 
         topics = await self._consumer.topics()
         missing = [
-            t for t in (s.input_topic, s.output_topic, s.dead_letter_topic) if t not in topics
+            t
+            for t in (s.input_topic, s.output_topic, s.dead_letter_topic)
+            if t not in topics
         ]
         if missing:
             await self.close()
@@ -556,7 +558,9 @@ def _decode_and_score(
     dead_letters: list[DeadLetter] = []
 
     for record in records:
-        source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
+        source = SourceRef(
+            topic=record.topic, partition=record.partition, offset=record.offset
+        )
         decoded = decode(record.value, record.key, source, event_type)
         if isinstance(decoded, DeadLetter):
             dead_letters.append(decoded)
