@@ -18,33 +18,22 @@ from scorer.control import ControlListener
 from scorer.http import HttpServer
 from scorer.models import ModelManager
 from scorer.service import PublishFailed, ScorerService
-from scorer.settings import ScorerSettings
+from scorer.settings import SETTING_FLAGS, ScorerSettings
 from txrisk.broker import TopicPlan, create_topics_sync
 from txrisk.bundle import signing_key
-from txrisk.cli import Parser, fraction, main_entry, non_negative_int, positive_int
+from txrisk.cli import (
+    Parser,
+    fraction,
+    main_entry,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    share,
+)
 from txrisk.contracts import ControlMessage, DeadLetter, RiskResult, event_model
 from txrisk.spec import BUILTIN_SPECS, load_spec
 
 logger = logging.getLogger(__name__)
-
-SETTING_FLAGS = (
-    "bootstrap_servers",
-    "model_dir",
-    "model_version",
-    "input_topic",
-    "output_topic",
-    "dead_letter_topic",
-    "control_topic",
-    "shadow_topic",
-    "group_id",
-    "batch_size",
-    "batch_wait_ms",
-    "top_features",
-    "explain",
-    "scoring_threads",
-    "http_port",
-    "http_host",
-)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -141,14 +130,19 @@ def build_parser() -> Parser:
     replay.add_argument("--count", type=positive_int, default=None, help="rows to send")
     replay.add_argument(
         "--rate",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="events per second (0: as fast as possible)",
     )
     replay.add_argument(
-        "--bad-share", type=float, default=0.0, help="share of malformed messages (0-1)"
+        "--bad-share",
+        type=share,
+        default=0.0,
+        help="share of malformed messages, 0 to 1 (default 0)",
     )
-    replay.add_argument("--seed", type=non_negative_int, default=0)
+    replay.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the malformed mix"
+    )
     replay.set_defaults(command=_replay)
 
     demo = commands.add_parser(
@@ -169,7 +163,7 @@ def build_parser() -> Parser:
     )
     demo.add_argument(
         "--rate",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="events per second (0: as fast as possible)",
     )

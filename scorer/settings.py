@@ -10,6 +10,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from txrisk.errors import UserError
 
+# Settings that `python -m scorer run` also takes as flags (--batch-size ...);
+# the rest are set through the environment only.
+SETTING_FLAGS = (
+    "bootstrap_servers",
+    "model_dir",
+    "model_version",
+    "input_topic",
+    "output_topic",
+    "dead_letter_topic",
+    "control_topic",
+    "shadow_topic",
+    "group_id",
+    "batch_size",
+    "batch_wait_ms",
+    "top_features",
+    "explain",
+    "scoring_threads",
+    "http_port",
+    "http_host",
+)
+
 
 class ScorerSettings(BaseSettings):
     """Every knob of the scorer; the environment variable is in each description."""
@@ -101,9 +122,11 @@ class ScorerSettings(BaseSettings):
         except ValidationError as exc:
             first = exc.errors()[0]
             name = ".".join(str(p) for p in first["loc"])
+            where = _env_name(name)
+            if name in SETTING_FLAGS:
+                where = f"flag --{name.replace('_', '-')} or {where}"
             raise UserError(
-                f"setting {name} (flag --{name.replace('_', '-')} or "
-                f"{_env_name(name)}): {first['msg']}, got {first.get('input')!r}"
+                f"setting {name} ({where}): {first['msg']}, got {first.get('input')!r}"
             ) from exc
 
     def public(self) -> dict[str, Any]:

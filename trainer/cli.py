@@ -33,7 +33,7 @@ def build_parser() -> Parser:
         "generate",
         help="write synthetic crypto-gateway transactions",
         description="Write synthetic crypto-gateway payments with an is_fraud label "
-        "(about 1%%). The same seed gives the same file.",
+        "(about 1%). The same seed gives the same file.",
     )
     generate.add_argument(
         "--rows", type=positive_int, required=True, help="how many rows"

@@ -20,7 +20,7 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from txrisk.errors import TxriskError
+from txrisk.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 
 
-class BrokerError(TxriskError):
+class BrokerError(UserError):
     """The embedded broker could not be started or administered."""
 
 
@@ -81,6 +81,9 @@ class EmbeddedBroker:
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches whoever started
+            # it, who stops the scorer first and the broker last.
+            start_new_session=True,
         )
         self._wait_listening()
         logger.info("embedded broker started bootstrap=%s", self.bootstrap_servers)

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from aiokafka.errors import KafkaError
+
 from txrisk.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,17 @@ def run(
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A path the user gave that cannot be read or written.
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        print(
+            f"{prog}: error: Kafka: {exc}; check KAFKA_BOOTSTRAP_SERVERS or "
+            "--bootstrap-servers",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -75,6 +88,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -86,5 +113,13 @@ def main_entry(build: Callable[[], Parser], argv: Sequence[str] | None) -> int:
     """Parse, configure logging and dispatch to the chosen subcommand."""
     parser = build()
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "log_level", None))
+    level = getattr(args, "log_level", None) or os.environ.get(
+        "TXRISK_LOG_LEVEL", "INFO"
+    )
+    if level.upper() not in logging.getLevelNamesMapping():
+        parser.error(
+            f"log level {level!r} (--log-level or TXRISK_LOG_LEVEL) is not one of "
+            "DEBUG, INFO, WARNING, ERROR"
+        )
+    configure_logging(level)
     return run(parser.prog, args.command, args)
