@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m scorer demo --source $(SOURCE) --events $(EVENTS)
 
-# The performance benchmark, every section, median of 3 runs (about 20 minutes;
+# The performance benchmark, every section, median of 3 runs (about 16 minutes;
 # the first run also trains its model into .bench/). BENCH_ARGS adds flags,
 # e.g. BENCH_ARGS="--quick --runs 1" or BENCH_ARGS="--sections 2,4".
 bench: $(STAMP)

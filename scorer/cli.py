@@ -184,7 +184,7 @@ def build_parser() -> Parser:
         "one-request-per-event baseline; print a table and write the figures as JSON.",
     )
     bench.add_argument(
-        "--quick", action="store_true", help="smoke mode: tiny sizes, about a minute"
+        "--quick", action="store_true", help="smoke mode: tiny sizes, about 1.5 minutes"
     )
     bench.add_argument(
         "--runs", type=positive_int, default=3, help="runs; each figure is their median"
