@@ -338,8 +338,9 @@ class TopicNames:
 def run_bench(options: BenchOptions) -> int:
     """Run the selected sections `options.runs` times; print and write the figures."""
     sizes = QUICK if options.quick else FULL
-    # One line per readiness poll would bury the progress lines.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # One line per readiness poll or topic created would bury the progress.
+    for name in ("httpx", "txrisk.broker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     started = time.perf_counter()
     load_before = os.getloadavg()
     cache = options.cache_dir
