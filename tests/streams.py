@@ -162,3 +162,16 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
             process.kill()
             process.wait()
     return process.returncode
+
+
+def gateway_events(
+    tmp_path: Path, rows: int, seed: int
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Good gateway events as (key, value), keyed by their unique tx id."""
+    from scorer.replay import file_messages
+    from trainer.generate import generate, write_table
+    from txrisk.spec import load_spec
+
+    path = tmp_path / f"events-{seed}-{rows}.parquet"
+    write_table(generate(rows, seed=seed), path)
+    return [(m.key, m.value) for m in file_messages(path, load_spec("gateway"), None)]

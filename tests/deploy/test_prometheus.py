@@ -15,12 +15,9 @@ import pytest
 import yaml
 from deploy_files import REPO
 from http_client import get, wait_for_port, wait_until_ready
-from streams import Topics, read_all, send, start_scorer, stop
+from streams import Topics, gateway_events, read_all, send, start_scorer, stop
 
-from scorer.replay import file_messages
-from trainer.generate import generate, write_table
 from txrisk.broker import EmbeddedBroker, free_port
-from txrisk.spec import load_spec
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -92,9 +89,7 @@ def test_real_prometheus_scrapes_a_running_scorer(
     broker: EmbeddedBroker, registry: Path, tmp_path: Path
 ) -> None:
     topics = Topics.fresh(broker)
-    path = tmp_path / "events.parquet"
-    write_table(generate(300, seed=43), path)
-    events = [(m.key, m.value) for m in file_messages(path, load_spec("gateway"), None)]
+    events = gateway_events(tmp_path, 300, seed=43)
     log = tmp_path / "scorer.log"
     scorer = start_scorer(broker, registry, topics, log)
     prometheus: subprocess.Popen[bytes] | None = None

@@ -20,12 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams import PARTITIONS, Topics
 
 from scorer.models import ModelManager
-from scorer.replay import file_messages
 from scorer.service import ScorerService
 from scorer.settings import ScorerSettings
-from trainer.generate import generate, write_table
 from txrisk.broker import EmbeddedBroker
-from txrisk.spec import load_spec
 
 Message = tuple[bytes | None, bytes | None]
 
@@ -34,13 +31,6 @@ VOLATILE = ("scored_at", "failed_at", "_offset")
 # The producer the tests send with takes messages up to 16 MiB, above the
 # 10 MB hostile payloads (the scorer's own producer keeps Kafka's 1 MiB).
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
-
-
-def gateway_events(tmp_path: Path, rows: int, seed: int) -> list[Message]:
-    """Good gateway events, keyed by their unique tx id."""
-    path = tmp_path / f"events-{seed}-{rows}.parquet"
-    write_table(generate(rows, seed=seed), path)
-    return [(m.key, m.value) for m in file_messages(path, load_spec("gateway"), None)]
 
 
 @dataclass

@@ -11,11 +11,10 @@ from http_client import get, wait_for_port
 from reliability.ledger import (
     Tail,
     cpu_seconds,
-    gateway_events,
     send_recorded,
     tally,
 )
-from streams import PARTITIONS, Topics, start_scorer, stop
+from streams import PARTITIONS, Topics, gateway_events, start_scorer, stop
 
 from txrisk.broker import EmbeddedBroker, TopicPlan, create_topics
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from reliability.ledger import Tail, gateway_events, rss_mb, tally, wait_for_log
-from streams import Topics, start_scorer, stop
+from reliability.ledger import Tail, rss_mb, tally, wait_for_log
+from streams import Topics, gateway_events, start_scorer, stop
 
 from txrisk.broker import EmbeddedBroker
 

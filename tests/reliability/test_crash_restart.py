@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability.ledger import Tail, gateway_events, send_recorded, tally, wait_for_log
-from streams import Topics, start_scorer, stop
+from reliability.ledger import Tail, send_recorded, tally, wait_for_log
+from streams import Topics, gateway_events, start_scorer, stop
 
 from txrisk.broker import EmbeddedBroker
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability.ledger import Tail, gateway_events, send_recorded, tally, wait_for_log
-from streams import Topics, start_scorer, stop
+from reliability.ledger import Tail, send_recorded, tally, wait_for_log
+from streams import Topics, gateway_events, start_scorer, stop
 
 import txrisk.bundle
 from scorer.models import ModelManager

@@ -13,13 +13,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from reliability.ledger import (
     Tail,
-    gateway_events,
     in_process,
     send_recorded,
     settings_for,
     tally,
 )
-from streams import PARTITIONS, Topics
+from streams import PARTITIONS, Topics, gateway_events
 
 import scorer.cli
 import scorer.publish

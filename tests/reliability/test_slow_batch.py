@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from reliability.ledger import (
     Tail,
-    gateway_events,
     in_process,
     send_recorded,
     settings_for,
     tally,
 )
-from streams import Topics
+from streams import Topics, gateway_events
 
 import scorer.service
 from txrisk.broker import EmbeddedBroker

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
-from reliability.ledger import gateway_events
-from streams import Topics
+from streams import Topics, gateway_events
 
 from scorer.models import ModelManager
 from scorer.service import ScorerService

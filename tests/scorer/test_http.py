@@ -13,12 +13,9 @@ import orjson
 import pytest
 from deploy_files import dockerfile_healthcheck
 from http_client import get, metric_values, post, wait_for_port, wait_until_ready
-from streams import Topics, read_all, send, start_scorer, stop
+from streams import Topics, gateway_events, read_all, send, start_scorer, stop
 
-from scorer.replay import file_messages
-from trainer.generate import generate, write_table
 from txrisk.broker import EmbeddedBroker
-from txrisk.spec import load_spec
 
 pytestmark = pytest.mark.broker
 
@@ -34,13 +31,9 @@ def test_ready_metrics_and_predict_match_the_stream(
     broker: EmbeddedBroker, registry: Path, tmp_path: Path
 ) -> None:
     topics = Topics.fresh(broker)
-    path = tmp_path / "events.parquet"
-    write_table(generate(1_000, seed=41), path)
-    good = [(m.key, m.value) for m in file_messages(path, load_spec("gateway"), None)]
+    good = gateway_events(tmp_path, 1_000, seed=41)
     log = tmp_path / "scorer.log"
-    scorer = start_scorer(
-        broker, registry, topics, log, {"TXRISK_LOG_FORMAT": "json"}
-    )
+    scorer = start_scorer(broker, registry, topics, log, {"TXRISK_LOG_FORMAT": "json"})
     try:
         port = wait_for_port(log, scorer)
         base = f"http://127.0.0.1:{port}"
@@ -96,9 +89,7 @@ def test_http_stays_responsive_while_batches_score(
     broker: EmbeddedBroker, registry: Path, tmp_path: Path
 ) -> None:
     topics = Topics.fresh(broker)
-    path = tmp_path / "events.parquet"
-    write_table(generate(10_000, seed=42), path)
-    events = [(m.key, m.value) for m in file_messages(path, load_spec("gateway"), None)]
+    events = gateway_events(tmp_path, 10_000, seed=42)
     log = tmp_path / "scorer.log"
     scorer = start_scorer(broker, registry, topics, log)
     try:

@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from streams import Topics, read_all, send, start_scorer, stop
+from streams import Topics, gateway_events, read_all, send, start_scorer, stop
 
-from scorer.replay import file_messages
-from trainer.generate import generate, write_table
 from trainer.train import TrainOptions, train
 from txrisk.broker import EmbeddedBroker
 from txrisk.bundle import METADATA_FILE, MODEL_FILE, read_metadata, signature
@@ -42,9 +40,7 @@ def two_versions(
 
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[bytes, bytes]]:
-    path = tmp_path_factory.mktemp("swap-events") / "events.parquet"
-    write_table(generate(9_000, seed=31), path)
-    return [(m.key, m.value) for m in file_messages(path, load_spec("gateway"), None)]
+    return gateway_events(tmp_path_factory.mktemp("swap-events"), 9_000, seed=31)
 
 
 def activate(
